@@ -1,0 +1,221 @@
+//! Small `Copy` error enums, one per operation.
+//!
+//! Caller mistakes and hostile input come back as one of these; none of them carries a string or
+//! allocates, so a C or Python host can map each to a stable code.
+
+use core::fmt;
+
+use crate::types::{Index, NodeId};
+
+/// Why a [`Config`](crate::Config) was refused by [`Node::new`](crate::Node::new).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `id` is 0, which is reserved for "nobody".
+    ZeroId,
+    /// The voter list names `id` 0 or names the same node twice.
+    InvalidVoter(NodeId),
+    /// The voter list does not include this node's own id.
+    SelfNotVoter,
+    /// More members than the node's `PEERS` capacity.
+    TooManyPeers {
+        /// Members requested.
+        requested: usize,
+        /// The compile-time capacity.
+        capacity: usize,
+    },
+    /// `heartbeat_ticks` is 0, or `election_ticks` is not greater than `heartbeat_ticks`.
+    InvalidTicks,
+    /// `max_entry_bytes` does not fit in one append message or in the unstable log.
+    EntryLimitTooLarge,
+    /// `max_append_bytes` is larger than the outbox, or too small to carry one entry.
+    AppendLimitInvalid,
+    /// The storage's persisted state is inconsistent (commit beyond its last index, a vote for a
+    /// node that is not a member, or an unreadable term).
+    InvalidStorage,
+}
+
+/// Why [`Node::propose`](crate::Node::propose) refused a proposal. Nothing was appended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProposeError {
+    /// Only the leader accepts proposals; `leader` is the one this node knows, if any.
+    NotLeader {
+        /// The current leader, if known; a host may forward the proposal there.
+        leader: Option<NodeId>,
+    },
+    /// The payload is larger than `Config::max_entry_bytes`.
+    TooLarge {
+        /// Bytes offered.
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The unstable log (entries not yet persisted) is full, or too many entries are not yet
+    /// committed. Persist, `advance`, and retry: this is backpressure, not failure.
+    Busy,
+}
+
+/// Why [`Node::campaign`](crate::Node::campaign) did not start an election.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CampaignError {
+    /// This node already leads.
+    AlreadyLeader,
+    /// This node is not a voter.
+    NotVoter,
+}
+
+/// Why [`Node::read_index`](crate::Node::read_index) did not start a read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// No leader is known to forward the read to.
+    NoLeader,
+    /// The queue of pending reads is full (`READS` capacity). Retry after a `Ready`.
+    Busy,
+}
+
+/// Why [`Node::step`](crate::Node::step) refused a message. The node's state is unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StepError {
+    /// The bytes are not a message.
+    Decode(DecodeError),
+    /// The message is addressed to another node.
+    WrongRecipient(NodeId),
+    /// The sender is not a member of this cluster (or claims to be this node).
+    UnknownSender(NodeId),
+    /// The message decodes but breaks the protocol's own rules (entries out of term order, an
+    /// index that would overflow, ...). Counted in [`Counters::malformed`](crate::Counters).
+    Malformed,
+}
+
+impl From<DecodeError> for StepError {
+    fn from(e: DecodeError) -> Self {
+        StepError::Decode(e)
+    }
+}
+
+/// Why bytes failed to decode as a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The input is empty.
+    Empty,
+    /// The version byte is one this build does not speak.
+    UnsupportedVersion(u8),
+    /// The header or an entry is not valid postcard for its type, or is cut short.
+    Malformed,
+    /// Bytes remain after the last entry.
+    TrailingBytes,
+}
+
+/// Why a message could not be encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The output buffer is too small.
+    BufferFull,
+}
+
+/// Why a [`Storage`](crate::Storage) read or a [`MemStorage`](crate::MemStorage) write failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The entry was discarded by log compaction.
+    Compacted,
+    /// The entry is beyond the last index.
+    Unavailable,
+    /// A write would exceed the storage's capacity.
+    Full,
+    /// A write does not continue the log (a gap before the first new entry).
+    Gap {
+        /// The index the storage expected next (at most).
+        expected: Index,
+        /// The index offered.
+        got: Index,
+    },
+    /// The host's backend failed; the code is the host's own.
+    Backend(u32),
+}
+
+macro_rules! display {
+    ($t:ty, |$s:ident, $f:ident| $body:expr) => {
+        impl fmt::Display for $t {
+            fn fmt(&self, $f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let $s = self;
+                $body
+            }
+        }
+        impl core::error::Error for $t {}
+    };
+}
+
+display!(ConfigError, |s, f| match s {
+    ConfigError::ZeroId => f.write_str("node id 0 is reserved"),
+    ConfigError::InvalidVoter(id) => write!(f, "invalid or duplicate voter {id}"),
+    ConfigError::SelfNotVoter => f.write_str("the voter list does not contain this node"),
+    ConfigError::TooManyPeers {
+        requested,
+        capacity,
+    } => {
+        write!(f, "{requested} members exceed the capacity of {capacity}")
+    }
+    ConfigError::InvalidTicks => {
+        f.write_str("need heartbeat_ticks > 0 and election_ticks > heartbeat_ticks")
+    }
+    ConfigError::EntryLimitTooLarge => {
+        f.write_str("max_entry_bytes exceeds the append message or unstable log capacity")
+    }
+    ConfigError::AppendLimitInvalid => f.write_str("max_append_bytes does not fit the outbox"),
+    ConfigError::InvalidStorage => f.write_str("storage holds an inconsistent persisted state"),
+});
+
+display!(ProposeError, |s, f| match s {
+    ProposeError::NotLeader { leader: Some(l) } => write!(f, "not the leader; leader is {l}"),
+    ProposeError::NotLeader { leader: None } => f.write_str("not the leader; no leader known"),
+    ProposeError::TooLarge { len, max } => write!(f, "entry of {len} bytes exceeds {max}"),
+    ProposeError::Busy => f.write_str("log buffer full; persist, advance and retry"),
+});
+
+display!(CampaignError, |s, f| match s {
+    CampaignError::AlreadyLeader => f.write_str("already the leader"),
+    CampaignError::NotVoter => f.write_str("not a voter"),
+});
+
+display!(ReadError, |s, f| match s {
+    ReadError::NoLeader => f.write_str("no leader known"),
+    ReadError::Busy => f.write_str("too many pending reads"),
+});
+
+display!(StepError, |s, f| match s {
+    StepError::Decode(e) => write!(f, "undecodable message: {e}"),
+    StepError::WrongRecipient(to) => write!(f, "message addressed to {to}"),
+    StepError::UnknownSender(from) => write!(f, "message from non-member {from}"),
+    StepError::Malformed => f.write_str("message violates the protocol"),
+});
+
+display!(DecodeError, |s, f| match s {
+    DecodeError::Empty => f.write_str("empty input"),
+    DecodeError::UnsupportedVersion(v) => write!(f, "unsupported wire version {v}"),
+    DecodeError::Malformed => f.write_str("malformed or truncated message"),
+    DecodeError::TrailingBytes => f.write_str("trailing bytes after message"),
+});
+
+display!(EncodeError, |s, f| match s {
+    EncodeError::BufferFull => f.write_str("output buffer too small"),
+});
+
+display!(StorageError, |s, f| match s {
+    StorageError::Compacted => f.write_str("entry compacted"),
+    StorageError::Unavailable => f.write_str("entry not yet in the log"),
+    StorageError::Full => f.write_str("storage full"),
+    StorageError::Gap { expected, got } => {
+        write!(
+            f,
+            "append at index {got} leaves a gap (expected at most {expected})"
+        )
+    }
+    StorageError::Backend(code) => write!(f, "storage backend error {code}"),
+});

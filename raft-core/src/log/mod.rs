@@ -1,0 +1,154 @@
+//! The log as the node sees it: the host's persisted entries ([`Storage`]) followed by the
+//! unstable entries this node holds until the host persists them.
+
+pub(crate) mod buf;
+
+use buf::{BufFull, EntryBuf};
+
+use crate::message::{Entry, EntryKind};
+use crate::storage::Storage;
+use crate::types::{Index, Term};
+
+/// Invariant: `unstable.first_index() <= storage.last_index() + 1`; entries at and after
+/// `unstable.first_index()` come from `unstable` (and shadow anything the storage still holds
+/// there), entries before it from `storage`. `commit <= last_index()`.
+pub(crate) struct RaftLog<S, const E: usize, const B: usize> {
+    pub(crate) storage: S,
+    pub(crate) unstable: EntryBuf<E, B>,
+    pub(crate) commit: Index,
+}
+
+impl<S: Storage, const E: usize, const B: usize> RaftLog<S, E, B> {
+    pub(crate) fn new(storage: S) -> Self {
+        let first = storage.last_index().next();
+        let commit = storage.hard_state().commit;
+        RaftLog {
+            storage,
+            unstable: EntryBuf::new(first),
+            commit,
+        }
+    }
+
+    pub(crate) fn last_index(&self) -> Index {
+        self.unstable.last_index()
+    }
+
+    /// Highest index the host has persisted (as far as this node has been told).
+    pub(crate) fn stable_index(&self) -> Index {
+        self.unstable.first_index().prev()
+    }
+
+    /// First index still readable.
+    pub(crate) fn first_index(&self) -> Index {
+        self.storage.first_index().min(self.unstable.first_index())
+    }
+
+    /// The term at `index`, or `None` if compacted, beyond the log, or unreadable.
+    pub(crate) fn term(&self, index: Index) -> Option<Term> {
+        if index >= self.unstable.first_index() {
+            return self.unstable.term(index);
+        }
+        if index == Index::ZERO {
+            return Some(Term::ZERO);
+        }
+        self.storage.term(index).ok()
+    }
+
+    pub(crate) fn last_term(&self) -> Term {
+        // The last index is always readable: it is in `unstable`, or is the storage's last (or
+        // compacted-prefix) entry. `ZERO` would only show up for a broken storage.
+        self.term(self.last_index()).unwrap_or(Term::ZERO)
+    }
+
+    pub(crate) fn entry(&self, index: Index) -> Option<Entry<'_>> {
+        if index >= self.unstable.first_index() {
+            return self.unstable.get(index);
+        }
+        self.storage.entry(index).ok()
+    }
+
+    pub(crate) fn matches(&self, index: Index, term: Term) -> bool {
+        self.term(index) == Some(term)
+    }
+
+    /// Raft §5.4.1: is a log ending at (`last_index`, `last_term`) at least as up-to-date as
+    /// ours?
+    pub(crate) fn is_up_to_date(&self, last_index: Index, last_term: Term) -> bool {
+        let our = self.last_term();
+        last_term > our || (last_term == our && last_index >= self.last_index())
+    }
+
+    /// Whether an entry of `len` payload bytes fits in the unstable buffer.
+    pub(crate) fn can_append(&self, len: usize) -> bool {
+        self.unstable.fits(len).is_ok()
+    }
+
+    pub(crate) fn append(
+        &mut self,
+        term: Term,
+        kind: EntryKind,
+        data: &[u8],
+    ) -> Result<Index, BufFull> {
+        self.unstable.push(term, kind, data)?;
+        Ok(self.last_index())
+    }
+
+    /// Drops the entries at and after `index` (never committed ones: the caller checks).
+    pub(crate) fn truncate_from(&mut self, index: Index) {
+        debug_assert!(index > self.commit, "committed entries are never truncated");
+        if index >= self.unstable.first_index() {
+            self.unstable.truncate_from(index);
+        } else {
+            self.unstable.reset(index);
+        }
+    }
+
+    /// The host persisted entries through `index`, the last of which had `term`.
+    pub(crate) fn stable_to(&mut self, index: Index, term: Term) {
+        // If the entry was replaced since the Ready was taken, the new one is not yet durable.
+        if self.unstable.term(index) == Some(term) {
+            self.unstable.pop_through(index);
+        }
+    }
+
+    pub(crate) fn commit_to(&mut self, index: Index) -> bool {
+        let index = index.min(self.last_index());
+        if index > self.commit {
+            self.commit = index;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The first index of the run of entries with the same term as `index`, scanning back no
+    /// further than the commit index (everything there matches the leader anyway).
+    pub(crate) fn first_of_term(&self, index: Index) -> Index {
+        let Some(term) = self.term(index) else {
+            return index;
+        };
+        let floor = self.commit.max(self.first_index());
+        let mut i = index;
+        while i > floor && self.term(i.prev()) == Some(term) {
+            i = i.prev();
+        }
+        i
+    }
+
+    /// The last index at or below `index` whose term is `term`, if any; the leader's side of
+    /// conflict hints. Stops early once terms fall below `term`.
+    pub(crate) fn last_of_term(&self, term: Term, index: Index) -> Option<Index> {
+        let mut i = index.min(self.last_index());
+        let floor = self.first_index().prev();
+        loop {
+            let t = self.term(i)?;
+            if t == term {
+                return Some(i);
+            }
+            if t < term || i <= floor {
+                return None;
+            }
+            i = i.prev();
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! [`Node`]: the public handle, and the only way in and out of the protocol.
+
+use crate::config::Config;
+use crate::error::{CampaignError, ConfigError, ProposeError, ReadError, StepError};
+use crate::message::{Entry, EntryKind, Message};
+use crate::outbox::Class;
+use crate::raft::{Counters, Raft, Role};
+use crate::ready::{Entries, Ready};
+use crate::storage::{HardState, Storage};
+use crate::tracker::ProgressState;
+use crate::types::{Index, NodeId, Term};
+
+/// A Raft node: the protocol for one member, with no I/O, no clock and no allocation.
+///
+/// Inputs: [`tick`](Node::tick), [`step`](Node::step), [`propose`](Node::propose),
+/// [`campaign`](Node::campaign), [`read_index`](Node::read_index). Output:
+/// [`ready`](Node::ready), acknowledged with [`advance`](Node::advance). Getters:
+/// [`status`](Node::status), [`counters`](Node::counters), [`progress`](Node::progress).
+///
+/// The capacities are compile-time, and every one of them is a hard bound (the README's
+/// "Memory bounds" table lists the defaults and what exceeding each one does):
+///
+/// - `PEERS`: members, this node included;
+/// - `INFLIGHT`: appends in flight to one follower;
+/// - `LOG_ENTRIES` / `LOG_BYTES`: entries and payload bytes not yet persisted by the host;
+/// - `OUTBOX_BYTES`: encoded messages waiting in one `Ready`;
+/// - `READS`: pending ReadIndex requests, and read states per `Ready`.
+pub struct Node<
+    S,
+    const PEERS: usize = 7,
+    const INFLIGHT: usize = 16,
+    const LOG_ENTRIES: usize = 256,
+    const LOG_BYTES: usize = { 16 * 1024 },
+    const OUTBOX_BYTES: usize = { 32 * 1024 },
+    const READS: usize = 16,
+> {
+    raft: Raft<S, PEERS, INFLIGHT, LOG_ENTRIES, LOG_BYTES, OUTBOX_BYTES, READS>,
+    taken: Option<Taken>,
+}
+
+/// What the last `ready()` handed out, so `advance()` retires exactly that.
+#[derive(Clone, Copy, Debug)]
+struct Taken {
+    hard_state: Option<HardState>,
+    last: Option<(Index, Term)>,
+    commit: Index,
+    outbox_len: usize,
+    outbox_count: usize,
+    read_states: usize,
+}
+
+/// A snapshot of a node's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Status {
+    /// This node.
+    pub id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// Its current term.
+    pub term: Term,
+    /// Its vote in `term`.
+    pub vote: NodeId,
+    /// The leader it knows, if any.
+    pub leader: Option<NodeId>,
+    /// Highest index known committed.
+    pub commit: Index,
+    /// Highest index handed to the host to apply and advanced past.
+    pub applied: Index,
+    /// Last index in its log (persisted or not).
+    pub last_index: Index,
+    /// Term of that entry.
+    pub last_term: Term,
+    /// Highest index the host has persisted.
+    pub stable_index: Index,
+}
+
+/// The leader's view of one member's replication.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct PeerProgress {
+    /// Highest index known to match.
+    pub matched: Index,
+    /// Next index to send.
+    pub next: Index,
+    /// Probe or Replicate.
+    pub state: ProgressState,
+    /// Appends in flight.
+    pub inflight: usize,
+    /// Heard from in the current check-quorum period.
+    pub recent_active: bool,
+}
+
+impl<
+        S: Storage,
+        const P: usize,
+        const W: usize,
+        const E: usize,
+        const B: usize,
+        const O: usize,
+        const R: usize,
+    > Node<S, P, W, E, B, O, R>
+{
+    /// Creates a node, restoring term, vote, commit index and log from `storage`.
+    pub fn new(config: &Config<'_>, storage: S) -> Result<Self, ConfigError> {
+        Ok(Node {
+            raft: Raft::new(config, storage)?,
+            taken: None,
+        })
+    }
+
+    // ----- inputs -----
+
+    /// Advances the logical clock by one tick. Call it at a fixed interval; elections and
+    /// heartbeats are counted in ticks.
+    pub fn tick(&mut self) {
+        self.raft.tick();
+    }
+
+    /// Decodes and handles a message received from a peer. Bytes that are not a message, or a
+    /// message that is not for this node, are refused with an error and change nothing.
+    pub fn step(&mut self, bytes: &[u8]) -> Result<(), StepError> {
+        let m = Message::decode(bytes).map_err(|e| {
+            self.raft.counters.malformed += 1;
+            StepError::Decode(e)
+        })?;
+        self.raft.step(&m)
+    }
+
+    /// Handles an already decoded message.
+    pub fn step_message(&mut self, m: &Message<'_>) -> Result<(), StepError> {
+        self.raft.step(m)
+    }
+
+    /// Proposes `data` for the replicated log and returns the index it will have if committed.
+    /// The entry goes out to followers with the next `ready()`, batched with every other
+    /// proposal since the last one. A later committed entry at that index with another term
+    /// means the proposal was lost to a leader change.
+    pub fn propose(&mut self, data: &[u8]) -> Result<Index, ProposeError> {
+        let r = &mut self.raft;
+        if r.role != Role::Leader {
+            let leader = (!r.leader.is_none()).then_some(r.leader);
+            return Err(ProposeError::NotLeader { leader });
+        }
+        if data.len() > r.max_entry_bytes {
+            return Err(ProposeError::TooLarge {
+                len: data.len(),
+                max: r.max_entry_bytes,
+            });
+        }
+        let uncommitted = r.log.last_index().0 - r.log.commit.0;
+        if uncommitted >= r.max_uncommitted {
+            r.counters.proposals_busy += 1;
+            return Err(ProposeError::Busy);
+        }
+        r.log.append(r.term, EntryKind::Normal, data).map_err(|_| {
+            r.counters.proposals_busy += 1;
+            ProposeError::Busy
+        })
+    }
+
+    /// Whether a proposal of `len` bytes would be accepted now (leader, size, room).
+    pub fn can_propose(&self, len: usize) -> bool {
+        let r = &self.raft;
+        r.role == Role::Leader
+            && len <= r.max_entry_bytes
+            && r.log.last_index().0 - r.log.commit.0 < r.max_uncommitted
+            && r.log.can_append(len)
+    }
+
+    /// Starts an election now (with a pre-vote round first if configured), as if the election
+    /// timer had fired.
+    pub fn campaign(&mut self) -> Result<(), CampaignError> {
+        if self.raft.role == Role::Leader {
+            return Err(CampaignError::AlreadyLeader);
+        }
+        if !self.raft.is_voter() {
+            return Err(CampaignError::NotVoter);
+        }
+        self.raft.hup();
+        Ok(())
+    }
+
+    /// Requests a linearizable read (ReadIndex). When the leader has confirmed its leadership
+    /// with a quorum, a [`ReadState`](crate::ReadState) with this `context` appears in a
+    /// `Ready`; serve the read once the state machine has applied its index. A follower
+    /// forwards the request to its leader. If leadership changes meanwhile the request is
+    /// dropped: time out and retry.
+    pub fn read_index(&mut self, context: u64) -> Result<(), ReadError> {
+        self.raft.read_index(context)
+    }
+
+    // ----- outputs -----
+
+    /// Whether `ready()` has anything for the host.
+    pub fn has_ready(&self) -> bool {
+        let r = &self.raft;
+        r.hard_state() != r.persisted
+            || !r.log.unstable.is_empty()
+            || r.outbox.len() > 0
+            || r.log.commit > r.applied
+            || !r.read_states.is_empty()
+            || (r.role == Role::Leader
+                && (r.has_sendable() || r.reads_to_assign() || r.noop_pending))
+    }
+
+    /// What the host must do now; see [`Ready`] for the order. Borrowing, not copying: the
+    /// entries and messages are views into the node. Call [`advance`](Node::advance) after.
+    pub fn ready(&mut self) -> Ready<'_, S> {
+        let r = &mut self.raft;
+        if r.role == Role::Leader {
+            r.maybe_append_noop();
+            r.broadcast_append();
+            r.assign_reads();
+        }
+        let hs = r.hard_state();
+        let hard_state = (hs != r.persisted).then_some(hs);
+        let unstable = r.log.unstable.view();
+        let last = (unstable.len() > 0).then(|| {
+            let i = unstable.last_index();
+            (i, r.log.unstable.term(i).unwrap_or(Term::ZERO))
+        });
+        let must_sync = last.is_some()
+            || hard_state.is_some_and(|h| h.term != r.persisted.term || h.vote != r.persisted.vote);
+        self.taken = Some(Taken {
+            hard_state,
+            last,
+            commit: r.log.commit,
+            outbox_len: r.outbox.len(),
+            outbox_count: r.outbox.count(),
+            read_states: r.read_states.len(),
+        });
+        let outbox_len = r.outbox.len();
+        Ready {
+            messages: r.outbox.iter(outbox_len, Class::Now),
+            persisted_messages: r.outbox.iter(outbox_len, Class::AfterPersist),
+            storage: &mut r.log.storage,
+            hard_state,
+            entries: Entries { view: unstable },
+            read_states: &r.read_states,
+            unstable,
+            applied: r.applied,
+            commit: r.log.commit,
+            must_sync,
+        }
+    }
+
+    /// The host has done everything the last `Ready` asked. Inputs that arrived between
+    /// `ready()` and `advance()` are kept for the next `Ready`.
+    pub fn advance(&mut self) {
+        let Some(t) = self.taken.take() else { return };
+        let r = &mut self.raft;
+        if let Some(hs) = t.hard_state {
+            r.persisted = hs;
+        }
+        if let Some((index, term)) = t.last {
+            r.log.stable_to(index, term);
+        }
+        if t.commit > r.applied {
+            r.applied = t.commit;
+        }
+        r.outbox.drain(t.outbox_len, t.outbox_count);
+        let n = t.read_states.min(r.read_states.len());
+        let rest: heapless::Vec<_, R> = r.read_states[n..].iter().copied().collect();
+        r.read_states = rest;
+        if r.role == Role::Leader {
+            r.leader_persisted();
+            r.maybe_append_noop();
+            r.release_reads();
+        }
+    }
+
+    // ----- getters -----
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.raft.id
+    }
+
+    /// A snapshot of the node's state.
+    pub fn status(&self) -> Status {
+        let r = &self.raft;
+        Status {
+            id: r.id,
+            role: r.role,
+            term: r.term,
+            vote: r.vote,
+            leader: (!r.leader.is_none()).then_some(r.leader),
+            commit: r.log.commit,
+            applied: r.applied,
+            last_index: r.log.last_index(),
+            last_term: r.log.last_term(),
+            stable_index: r.log.stable_index(),
+        }
+    }
+
+    /// The node's role.
+    pub fn role(&self) -> Role {
+        self.raft.role
+    }
+
+    /// The current term.
+    pub fn term(&self) -> Term {
+        self.raft.term
+    }
+
+    /// The leader this node knows, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        (!self.raft.leader.is_none()).then_some(self.raft.leader)
+    }
+
+    /// What this node has counted.
+    pub fn counters(&self) -> Counters {
+        self.raft.counters
+    }
+
+    /// On the leader: its view of member `id`.
+    pub fn progress(&self, id: NodeId) -> Option<PeerProgress> {
+        if self.raft.role != Role::Leader {
+            return None;
+        }
+        self.raft.tracker.get(id).map(|p| PeerProgress {
+            matched: p.matched,
+            next: p.next,
+            state: p.state,
+            inflight: p.inflights.len(),
+            recent_active: p.recent_active,
+        })
+    }
+
+    /// The term of the entry at `index` in this node's log (persisted or not), if held.
+    pub fn log_term(&self, index: Index) -> Option<Term> {
+        self.raft.log.term(index)
+    }
+
+    /// The entry at `index` in this node's log (persisted or not), if held.
+    pub fn log_entry(&self, index: Index) -> Option<Entry<'_>> {
+        self.raft.log.entry(index)
+    }
+
+    /// The host's storage.
+    pub fn storage(&self) -> &S {
+        &self.raft.log.storage
+    }
+
+    /// The host's storage, for maintenance such as compacting applied entries. Do not write
+    /// log entries or hard state here other than through a `Ready`.
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.raft.log.storage
+    }
+
+    /// Consumes the node and returns its storage: what survives a crash.
+    pub fn into_storage(self) -> S {
+        self.raft.log.storage
+    }
+}

@@ -1,0 +1,434 @@
+//! The protocol state machine, split by concern: this file holds the state and the dispatch of
+//! inputs; `election` the follower/candidate side of voting and the role changes; `replication`
+//! the append path on both sides; `read` ReadIndex.
+
+mod election;
+mod read;
+mod replication;
+
+use crate::config::Config;
+use crate::error::{ConfigError, StepError};
+use crate::log::RaftLog;
+use crate::message::{Body, Message, ENTRY_OVERHEAD, MAX_HEADER_LEN};
+use crate::outbox::{Class, Outbox};
+use crate::rand::Rng;
+use crate::read_index::{ReadQueue, ReadState};
+use crate::storage::{HardState, Storage};
+use crate::tracker::{Progress, Tracker};
+use crate::types::{Index, NodeId, Term};
+
+/// A node's role (Raft §5.1, plus the pre-vote phase of thesis §9.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Follows a leader (or waits for one).
+    Follower,
+    /// Asks whether it could win an election, without raising its term.
+    PreCandidate,
+    /// Campaigns for votes in a new term.
+    Candidate,
+    /// Leads its term.
+    Leader,
+}
+
+impl Role {
+    /// Lower-case name, for traces and status lines.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Role::Follower => "follower",
+            Role::PreCandidate => "pre-candidate",
+            Role::Candidate => "candidate",
+            Role::Leader => "leader",
+        }
+    }
+}
+
+/// Monotonic counts of what a node has seen and done; for operators and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Elections (pre-vote or real) this node started.
+    pub campaigns: u64,
+    /// Times this node became leader.
+    pub became_leader: u64,
+    /// Messages not sent because the outbox was full (a leader's appends are retried instead,
+    /// and counted in `appends_deferred`).
+    pub messages_dropped: u64,
+    /// Appends a leader postponed because the outbox was full.
+    pub appends_deferred: u64,
+    /// Received messages that broke the protocol (see [`StepError::Malformed`]).
+    pub malformed: u64,
+    /// Received messages from non-members or addressed elsewhere.
+    pub misaddressed: u64,
+    /// Received messages from an older term, ignored.
+    pub stale: u64,
+    /// Vote requests ignored because a leader was heard from recently (check-quorum lease).
+    pub votes_ignored: u64,
+    /// Proposals refused with `Busy`.
+    pub proposals_busy: u64,
+    /// Appends a follower could not take in full because its unstable log was full.
+    pub appends_truncated: u64,
+    /// Peers the leader could not serve because the entries they need were compacted (they
+    /// need a snapshot, which arrives with log compaction support).
+    pub compacted_peers: u64,
+}
+
+/// The whole protocol state. `Node` is the public handle around it.
+pub(crate) struct Raft<
+    S,
+    const P: usize,
+    const W: usize,
+    const E: usize,
+    const B: usize,
+    const O: usize,
+    const R: usize,
+> {
+    pub(crate) id: NodeId,
+    pub(crate) role: Role,
+    pub(crate) term: Term,
+    pub(crate) vote: NodeId,
+    pub(crate) leader: NodeId,
+    pub(crate) log: RaftLog<S, E, B>,
+    /// Committed entries handed to the host and advanced past.
+    pub(crate) applied: Index,
+    pub(crate) tracker: Tracker<P, W>,
+    pub(crate) outbox: Outbox<O>,
+    pub(crate) reads: ReadQueue<R>,
+    pub(crate) read_states: heapless::Vec<ReadState, R>,
+    /// The hard state the host last persisted (or loaded from storage).
+    pub(crate) persisted: HardState,
+    /// A new leader could not append its no-op for lack of room; retried on advance.
+    pub(crate) noop_pending: bool,
+
+    pub(crate) election_elapsed: u32,
+    pub(crate) heartbeat_elapsed: u32,
+    pub(crate) randomized_timeout: u32,
+    pub(crate) rng: Rng,
+
+    pub(crate) election_ticks: u32,
+    pub(crate) heartbeat_ticks: u32,
+    pub(crate) pre_vote: bool,
+    pub(crate) check_quorum: bool,
+    pub(crate) max_append_bytes: usize,
+    pub(crate) max_entry_bytes: usize,
+    pub(crate) max_uncommitted: u64,
+
+    pub(crate) counters: Counters,
+}
+
+impl<
+        S: Storage,
+        const P: usize,
+        const W: usize,
+        const E: usize,
+        const B: usize,
+        const O: usize,
+        const R: usize,
+    > Raft<S, P, W, E, B, O, R>
+{
+    pub(crate) fn new(config: &Config<'_>, storage: S) -> Result<Self, ConfigError> {
+        if config.id.is_none() {
+            return Err(ConfigError::ZeroId);
+        }
+        if config.voters.len() > P {
+            return Err(ConfigError::TooManyPeers {
+                requested: config.voters.len(),
+                capacity: P,
+            });
+        }
+        let mut tracker = Tracker::new();
+        for &v in config.voters {
+            if v.is_none() || tracker.contains(v) {
+                return Err(ConfigError::InvalidVoter(v));
+            }
+            // Capacity checked above.
+            let _ = tracker.peers.push(Progress::new(v));
+        }
+        if !tracker.contains(config.id) {
+            return Err(ConfigError::SelfNotVoter);
+        }
+        if config.heartbeat_ticks == 0 || config.election_ticks <= config.heartbeat_ticks {
+            return Err(ConfigError::InvalidTicks);
+        }
+        if config.max_append_bytes > O.saturating_sub(16)
+            || config.max_append_bytes < MAX_HEADER_LEN + ENTRY_OVERHEAD
+        {
+            return Err(ConfigError::AppendLimitInvalid);
+        }
+        if config.max_entry_bytes + MAX_HEADER_LEN + ENTRY_OVERHEAD > config.max_append_bytes
+            || config.max_entry_bytes > B
+            || E == 0
+        {
+            return Err(ConfigError::EntryLimitTooLarge);
+        }
+        let hs = storage.hard_state();
+        let last = storage.last_index();
+        if hs.commit > last
+            || storage.term(last).is_err()
+            || (!hs.vote.is_none() && !tracker.contains(hs.vote))
+            || config.applied > hs.commit
+        {
+            return Err(ConfigError::InvalidStorage);
+        }
+        let seed = config.seed ^ config.id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut raft = Raft {
+            id: config.id,
+            role: Role::Follower,
+            term: hs.term,
+            vote: hs.vote,
+            leader: NodeId::NONE,
+            log: RaftLog::new(storage),
+            applied: config.applied.max(Index::ZERO),
+            tracker,
+            outbox: Outbox::new(),
+            reads: ReadQueue::new(),
+            read_states: heapless::Vec::new(),
+            persisted: hs,
+            noop_pending: false,
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_timeout: config.election_ticks,
+            rng: Rng::new(seed),
+            election_ticks: config.election_ticks,
+            heartbeat_ticks: config.heartbeat_ticks,
+            pre_vote: config.pre_vote,
+            check_quorum: config.check_quorum,
+            max_append_bytes: config.max_append_bytes,
+            max_entry_bytes: config.max_entry_bytes,
+            max_uncommitted: config.max_uncommitted_entries,
+            counters: Counters::default(),
+        };
+        raft.reset_timers();
+        Ok(raft)
+    }
+
+    pub(crate) fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.commit,
+        }
+    }
+
+    pub(crate) fn reset_timers(&mut self) {
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        self.randomized_timeout = self.election_ticks + self.rng.below(self.election_ticks);
+    }
+
+    pub(crate) fn is_voter(&self) -> bool {
+        self.tracker.contains(self.id)
+    }
+
+    /// Queues a message in this node's current term.
+    pub(crate) fn send(&mut self, to: NodeId, body: Body<'_>) {
+        self.send_in_term(to, self.term, body);
+    }
+
+    /// Queues a message with an explicit term (pre-vote requests and grants name a future term).
+    pub(crate) fn send_in_term(&mut self, to: NodeId, term: Term, body: Body<'_>) {
+        let class = if self.role == Role::Leader {
+            Class::Now
+        } else {
+            Class::AfterPersist
+        };
+        let msg = Message {
+            from: self.id,
+            to,
+            term,
+            body,
+        };
+        if self.outbox.push(to, class, |buf| msg.encode(buf)).is_err() {
+            self.counters.messages_dropped += 1;
+        }
+    }
+
+    /// One tick of the logical clock.
+    pub(crate) fn tick(&mut self) {
+        if self.role == Role::Leader {
+            self.tick_leader();
+        } else {
+            self.election_elapsed = self.election_elapsed.saturating_add(1);
+            if self.is_voter() && self.election_elapsed >= self.randomized_timeout {
+                self.hup();
+            }
+        }
+    }
+
+    /// Handles one received message.
+    pub(crate) fn step(&mut self, m: &Message<'_>) -> Result<(), StepError> {
+        if m.to != self.id {
+            self.counters.misaddressed += 1;
+            return Err(StepError::WrongRecipient(m.to));
+        }
+        if m.from == self.id || !self.tracker.contains(m.from) {
+            self.counters.misaddressed += 1;
+            return Err(StepError::UnknownSender(m.from));
+        }
+        if let Body::Append {
+            prev_index,
+            prev_term,
+            entries,
+            ..
+        } = m.body
+        {
+            if !append_is_well_formed(m.term, prev_index, prev_term, &m.entries()) {
+                self.counters.malformed += 1;
+                return Err(StepError::Malformed);
+            }
+            let _ = entries;
+        }
+
+        if m.term > self.term {
+            match m.body {
+                // A pre-vote names the term the sender would campaign in; granting it changes
+                // nothing here. A granted pre-vote echoes that future term.
+                Body::PreVote { .. } => {}
+                Body::PreVoteResponse { reject: false } => {}
+                _ => {
+                    let vote_request = matches!(m.body, Body::Vote { .. });
+                    if vote_request && self.in_leader_lease() {
+                        self.counters.votes_ignored += 1;
+                        return Ok(());
+                    }
+                    let leader = match m.body {
+                        Body::Append { .. } | Body::Heartbeat { .. } => m.from,
+                        _ => NodeId::NONE,
+                    };
+                    self.become_follower(m.term, leader);
+                }
+            }
+        } else if m.term < self.term {
+            self.counters.stale += 1;
+            match m.body {
+                // A leader of an older term, cut off for a while: tell it the new term so it
+                // steps down. Without this, pre-vote and check-quorum could leave it stranded
+                // (a deadlock etcd documents in its `raft.go`).
+                Body::Append { .. } | Body::Heartbeat { .. }
+                    if self.check_quorum || self.pre_vote =>
+                {
+                    self.send(
+                        m.from,
+                        Body::AppendResponse {
+                            index: Index::ZERO,
+                            reject: None,
+                        },
+                    );
+                }
+                Body::PreVote { .. } => {
+                    self.send(m.from, Body::PreVoteResponse { reject: true });
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+
+        match m.body {
+            Body::PreVote {
+                last_index,
+                last_term,
+            } => {
+                if m.term > self.term && self.in_leader_lease() {
+                    self.counters.votes_ignored += 1;
+                    return Ok(());
+                }
+                self.handle_vote_request(m, true, last_index, last_term);
+            }
+            Body::Vote {
+                last_index,
+                last_term,
+            } => {
+                self.handle_vote_request(m, false, last_index, last_term);
+            }
+            Body::PreVoteResponse { reject } => self.handle_vote_response(m, true, reject),
+            Body::VoteResponse { reject } => self.handle_vote_response(m, false, reject),
+            Body::Append {
+                prev_index,
+                prev_term,
+                commit,
+                ..
+            } => {
+                if !self.accept_leader(m.from) {
+                    return Err(StepError::Malformed);
+                }
+                self.handle_append(m.from, prev_index, prev_term, commit, m.entries())?;
+            }
+            Body::Heartbeat { commit, round } => {
+                if !self.accept_leader(m.from) {
+                    return Err(StepError::Malformed);
+                }
+                self.log.commit_to(commit);
+                self.send(m.from, Body::HeartbeatResponse { round });
+            }
+            Body::AppendResponse { index, reject } => {
+                if self.role == Role::Leader {
+                    self.handle_append_response(m.from, index, reject)?;
+                }
+            }
+            Body::HeartbeatResponse { round } => {
+                if self.role == Role::Leader {
+                    self.handle_heartbeat_response(m.from, round);
+                }
+            }
+            Body::ReadIndex { context } => {
+                if self.role == Role::Leader {
+                    self.handle_read_request(context, m.from);
+                }
+            }
+            Body::ReadIndexResponse { context, index } => {
+                if self.role != Role::Leader
+                    && self.read_states.push(ReadState { context, index }).is_err()
+                {
+                    self.counters.messages_dropped += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An append or heartbeat arrived in our term: `from` leads it. Returns false if that
+    /// contradicts what we know (we lead it ourselves, or another node does): a broken or
+    /// hostile peer, since election safety allows one leader per term.
+    fn accept_leader(&mut self, from: NodeId) -> bool {
+        if self.role == Role::Leader || (!self.leader.is_none() && self.leader != from) {
+            self.counters.malformed += 1;
+            return false;
+        }
+        if self.role != Role::Follower {
+            self.become_follower(self.term, from);
+        }
+        self.leader = from;
+        self.election_elapsed = 0;
+        true
+    }
+
+    /// With check-quorum, a follower that heard from its leader less than an election timeout
+    /// ago refuses to help unseat it (thesis §4.2.3); this is what keeps a removed or
+    /// partitioned node from disrupting a healthy cluster.
+    fn in_leader_lease(&self) -> bool {
+        self.check_quorum && !self.leader.is_none() && self.election_elapsed < self.election_ticks
+    }
+}
+
+/// Structural checks on an append that the decoder cannot make: terms and indices consistent
+/// with each other and with the sender's term.
+fn append_is_well_formed(
+    term: Term,
+    prev_index: Index,
+    prev_term: Term,
+    entries: &crate::message::EntryList<'_>,
+) -> bool {
+    if prev_term > term || (prev_index == Index::ZERO && prev_term != Term::ZERO) {
+        return false;
+    }
+    if prev_index.0.checked_add(entries.len() as u64).is_none() {
+        return false;
+    }
+    let mut last = prev_term;
+    for e in entries.iter() {
+        if e.term < last || e.term > term || e.term == Term::ZERO {
+            return false;
+        }
+        last = e.term;
+    }
+    true
+}

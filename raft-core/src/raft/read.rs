@@ -1,0 +1,99 @@
+//! ReadIndex on the leader and its forwarding from followers (thesis §6.4).
+
+use super::{Raft, Role};
+use crate::error::ReadError;
+use crate::message::Body;
+use crate::read_index::ReadState;
+use crate::storage::Storage;
+use crate::types::NodeId;
+
+impl<
+        S: Storage,
+        const P: usize,
+        const W: usize,
+        const E: usize,
+        const B: usize,
+        const O: usize,
+        const R: usize,
+    > Raft<S, P, W, E, B, O, R>
+{
+    pub(crate) fn read_index(&mut self, context: u64) -> Result<(), ReadError> {
+        if self.role == Role::Leader {
+            if !self.reads.push(context, self.id) {
+                return Err(ReadError::Busy);
+            }
+            return Ok(());
+        }
+        if self.leader.is_none() {
+            return Err(ReadError::NoLeader);
+        }
+        let leader = self.leader;
+        self.send(leader, Body::ReadIndex { context });
+        Ok(())
+    }
+
+    pub(crate) fn handle_read_request(&mut self, context: u64, from: NodeId) {
+        if !self.reads.push(context, from) {
+            // The follower's host times out and retries.
+            self.counters.messages_dropped += 1;
+        }
+    }
+
+    /// Whether the leader has committed an entry of its own term, which makes its commit index
+    /// at least that of every earlier leader (thesis §6.4 step 1).
+    pub(crate) fn committed_in_term(&self) -> bool {
+        self.log.term(self.log.commit) == Some(self.term)
+    }
+
+    /// Whether unassigned reads could start a round now.
+    pub(crate) fn reads_to_assign(&self) -> bool {
+        self.role == Role::Leader && self.reads.unassigned > 0 && self.committed_in_term()
+    }
+
+    /// Starts a heartbeat round for every read that has none yet.
+    pub(crate) fn assign_reads(&mut self) {
+        if !self.reads_to_assign() {
+            return;
+        }
+        let Some(round) = self.reads.assign(self.log.commit) else {
+            return;
+        };
+        let id = self.id;
+        if let Some(p) = self.tracker.get_mut(id) {
+            p.read_round = round;
+        }
+        if self.tracker.len() > 1 {
+            self.broadcast_heartbeat();
+        }
+        self.release_reads();
+    }
+
+    /// Hands out every read whose round a quorum acknowledged.
+    pub(crate) fn release_reads(&mut self) {
+        let acked = self.tracker.read_round_acked();
+        loop {
+            if self.read_states.is_full() {
+                // Held until the host takes the current read states.
+                return;
+            }
+            let Some(r) = self.reads.pop_confirmed(acked) else {
+                return;
+            };
+            if r.from == self.id {
+                // Room checked above.
+                let _ = self.read_states.push(ReadState {
+                    context: r.context,
+                    index: r.index,
+                });
+            } else {
+                self.send(
+                    r.from,
+                    Body::ReadIndexResponse {
+                        context: r.context,
+                        index: r.index,
+                    },
+                );
+            }
+        }
+    }
+}

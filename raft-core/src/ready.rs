@@ -1,0 +1,170 @@
+//! What the node asks of its host after inputs: [`Ready`].
+
+use core::fmt;
+
+use crate::error::StorageError;
+use crate::log::buf::BufView;
+use crate::message::Entry;
+use crate::outbox::Messages;
+use crate::read_index::ReadState;
+use crate::storage::{HardState, Storage};
+use crate::types::Index;
+
+/// Everything the node needs its host to do, in this order (the crate docs give the loop):
+///
+/// 1. send [`messages`](Ready::messages) — any time, even before persisting;
+/// 2. persist [`hard_state`](Ready::hard_state) and [`entries`](Ready::entries) durably;
+/// 3. send [`persisted_messages`](Ready::persisted_messages) — only after step 2;
+/// 4. apply [`committed_entries`](Ready::committed_entries) and serve
+///    [`read_states`](Ready::read_states) once applied through their index;
+/// 5. drop the `Ready` and call [`Node::advance`](crate::Node::advance).
+///
+/// A `Ready` borrows the node: nothing in it is copied out of the node's buffers.
+pub struct Ready<'a, S> {
+    /// The node's storage, lent so the host can write step 2 into it (or mirror what it writes
+    /// elsewhere). Write nothing else here while the node runs.
+    pub storage: &'a mut S,
+    /// Persist before sending `persisted_messages`, if `Some`: the term, vote or commit changed.
+    /// Persisting the term and vote first is what keeps a node from voting twice in a term
+    /// after a crash (Raft §5.2).
+    pub hard_state: Option<HardState>,
+    /// Append to the log before sending `persisted_messages`. The first may overwrite a suffix
+    /// of what the storage holds (a follower dropping a conflicting tail): truncate there.
+    pub entries: Entries<'a>,
+    /// Send now: a leader's appends and heartbeats (a leader may send its appends before its
+    /// own write; it counts its own copy only after `advance`).
+    pub messages: Messages<'a>,
+    /// Send only after `hard_state` and `entries` are durable: votes and acknowledgements,
+    /// which promise that state.
+    pub persisted_messages: Messages<'a>,
+    /// Reads confirmed by ReadIndex: serve each once the state machine applied its `index`.
+    pub read_states: &'a [ReadState],
+    pub(crate) unstable: BufView<'a>,
+    pub(crate) applied: Index,
+    pub(crate) commit: Index,
+    pub(crate) must_sync: bool,
+}
+
+impl<S> fmt::Debug for Ready<'_, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ready")
+            .field("hard_state", &self.hard_state)
+            .field("entries", &self.entries.len())
+            .field("messages", &self.messages.len())
+            .field("persisted_messages", &self.persisted_messages.len())
+            .field("committed", &(self.applied.next()..=self.commit))
+            .field("read_states", &self.read_states)
+            .finish()
+    }
+}
+
+impl<'a, S: Storage> Ready<'a, S> {
+    /// Apply after persisting: the entries committed since the last `advance`, in order. Read
+    /// from the node's unstable log or from the storage, so step 2 must come first. An `Err`
+    /// means the storage lost an entry it was given; stop and report it.
+    pub fn committed_entries(&self) -> CommittedEntries<'_, S> {
+        CommittedEntries {
+            storage: self.storage,
+            unstable: self.unstable,
+            next: self.applied.next(),
+            last: self.commit,
+        }
+    }
+
+    /// The range of committed entries to apply (empty when `start > end`).
+    pub fn committed_range(&self) -> core::ops::RangeInclusive<Index> {
+        self.applied.next()..=self.commit
+    }
+
+    /// Whether the storage must be synced (fsync) before `persisted_messages` go out: new
+    /// entries, or a new term or vote. A change of the commit index alone need not be synced;
+    /// a restarted node learns it again from the leader.
+    pub fn must_sync(&self) -> bool {
+        self.must_sync
+    }
+}
+
+/// Entries to persist: a view of the node's unstable log.
+#[derive(Clone, Copy)]
+pub struct Entries<'a> {
+    pub(crate) view: BufView<'a>,
+}
+
+impl<'a> Entries<'a> {
+    /// How many entries.
+    pub fn len(&self) -> usize {
+        self.view.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.view.len() == 0
+    }
+
+    /// The entries in log order.
+    pub fn iter(&self) -> EntriesIter<'a> {
+        EntriesIter {
+            view: self.view,
+            next: self.view.first_index(),
+            last: self.view.last_index(),
+        }
+    }
+}
+
+impl fmt::Debug for Entries<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<'a> IntoIterator for Entries<'a> {
+    type Item = Entry<'a>;
+    type IntoIter = EntriesIter<'a>;
+    fn into_iter(self) -> EntriesIter<'a> {
+        self.iter()
+    }
+}
+
+/// Iterator over [`Entries`].
+#[derive(Clone)]
+pub struct EntriesIter<'a> {
+    view: BufView<'a>,
+    next: Index,
+    last: Index,
+}
+
+impl<'a> Iterator for EntriesIter<'a> {
+    type Item = Entry<'a>;
+    fn next(&mut self) -> Option<Entry<'a>> {
+        if self.next > self.last {
+            return None;
+        }
+        let e = self.view.get(self.next);
+        self.next = self.next.next();
+        e
+    }
+}
+
+/// Iterator over the committed entries of a [`Ready`].
+pub struct CommittedEntries<'a, S> {
+    storage: &'a S,
+    unstable: BufView<'a>,
+    next: Index,
+    last: Index,
+}
+
+impl<'a, S: Storage> Iterator for CommittedEntries<'a, S> {
+    type Item = Result<Entry<'a>, StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next > self.last {
+            return None;
+        }
+        let i = self.next;
+        self.next = i.next();
+        if i >= self.unstable.first_index() {
+            return Some(self.unstable.get(i).ok_or(StorageError::Unavailable));
+        }
+        Some(self.storage.entry(i))
+    }
+}

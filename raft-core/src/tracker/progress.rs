@@ -1,0 +1,121 @@
+//! What the leader knows of one follower's log (thesis §3.5 and etcd's `Progress`).
+
+use super::inflights::Inflights;
+use crate::types::{Index, NodeId};
+
+/// How the leader sends to a follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProgressState {
+    /// The match point is unknown: send one append at a time and wait for the answer.
+    Probe,
+    /// The follower matches: stream appends, up to the in-flight window.
+    Replicate,
+}
+
+/// The leader's view of one member.
+#[derive(Clone, Debug)]
+pub(crate) struct Progress<const W: usize> {
+    pub(crate) id: NodeId,
+    /// Highest index known to match the leader's log.
+    ///
+    /// Invariant: `matched < next`.
+    pub(crate) matched: Index,
+    /// Next index to send.
+    pub(crate) next: Index,
+    pub(crate) state: ProgressState,
+    /// In `Probe`: an append is outstanding, wait for its answer or a heartbeat response.
+    pub(crate) probe_sent: bool,
+    pub(crate) inflights: Inflights<W>,
+    /// Heard from within the current check-quorum period.
+    pub(crate) recent_active: bool,
+    /// Leader ticks this member has been behind in `Replicate` without `matched` moving: past
+    /// an election timeout, appends were lost and the leader falls back to probing.
+    pub(crate) stalled_ticks: u32,
+    /// Highest read round this member acknowledged.
+    pub(crate) read_round: u64,
+    /// Vote in the current election: `None` not yet answered.
+    pub(crate) vote: Option<bool>,
+}
+
+impl<const W: usize> Progress<W> {
+    pub(crate) const fn new(id: NodeId) -> Self {
+        Progress {
+            id,
+            matched: Index(0),
+            next: Index(1),
+            state: ProgressState::Probe,
+            probe_sent: false,
+            inflights: Inflights::new(),
+            recent_active: false,
+            stalled_ticks: 0,
+            read_round: 0,
+            vote: None,
+        }
+    }
+
+    /// Resets for a new leader whose last index is `last`.
+    pub(crate) fn reset(&mut self, last: Index) {
+        self.matched = Index(0);
+        self.next = last.next();
+        self.become_probe();
+        self.recent_active = true;
+        self.stalled_ticks = 0;
+        self.read_round = 0;
+    }
+
+    pub(crate) fn become_probe(&mut self) {
+        self.state = ProgressState::Probe;
+        self.probe_sent = false;
+        self.inflights.reset();
+    }
+
+    pub(crate) fn become_replicate(&mut self) {
+        self.state = ProgressState::Replicate;
+        self.probe_sent = false;
+        self.inflights.reset();
+        self.next = self.matched.next();
+    }
+
+    /// Whether the leader should hold further appends to this member.
+    pub(crate) fn paused(&self) -> bool {
+        match self.state {
+            ProgressState::Probe => self.probe_sent,
+            ProgressState::Replicate => self.inflights.full(),
+        }
+    }
+
+    /// Handles a successful append answer: returns whether `matched` moved.
+    pub(crate) fn maybe_update(&mut self, index: Index) -> bool {
+        let moved = index > self.matched;
+        if moved {
+            self.matched = index;
+            self.probe_sent = false;
+        }
+        if self.next <= index {
+            self.next = index.next();
+        }
+        moved
+    }
+
+    /// Handles a rejection of the append at `rejected` with the follower's hint resolved by the
+    /// leader to `next`. Returns false if the rejection is stale (answers an older probe).
+    pub(crate) fn maybe_decrease(&mut self, rejected: Index, next: Index) -> bool {
+        match self.state {
+            ProgressState::Replicate => {
+                if rejected <= self.matched {
+                    return false;
+                }
+            }
+            ProgressState::Probe => {
+                if rejected != self.next.prev() {
+                    return false;
+                }
+            }
+        }
+        self.next = next
+            .max(self.matched.next())
+            .min(rejected.max(self.matched.next()));
+        self.become_probe();
+        true
+    }
+}
