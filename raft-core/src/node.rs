@@ -177,6 +177,9 @@ impl<
         if !self.raft.is_voter() {
             return Err(CampaignError::NotVoter);
         }
+        if self.raft.term_exhausted() {
+            return Err(CampaignError::TermExhausted);
+        }
         self.raft.hup();
         Ok(())
     }
@@ -352,5 +355,27 @@ impl<
     /// Consumes the node and returns its storage: what survives a crash.
     pub fn into_storage(self) -> S {
         self.raft.log.storage
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemStorage;
+
+    /// The memory a node takes is its capacities plus a small constant: the README's "Memory
+    /// bounds" table quotes these sizes.
+    #[test]
+    fn size_is_bounded_by_the_capacities() {
+        const META: usize = 24;
+        fn bound(p: usize, w: usize, e: usize, b: usize, o: usize, r: usize) -> usize {
+            b + e * META + o + p * (w * 8 + 128) + r * 48 + 1024
+        }
+        let core = core::mem::size_of::<Node<MemStorage<1, 1>>>();
+        assert!(core <= bound(7, 16, 256, 16 * 1024, 32 * 1024, 16), "{core}");
+        let small = core::mem::size_of::<Node<MemStorage<1, 1>, 3, 4, 32, 2048, 4096, 4>>();
+        assert!(small <= bound(3, 4, 32, 2048, 4096, 4), "{small}");
+        let storage = core::mem::size_of::<MemStorage>();
+        assert!(storage <= 64 * 1024 + 1024 * META + 128, "{storage}");
     }
 }
