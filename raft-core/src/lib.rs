@@ -134,6 +134,7 @@ mod ready;
 mod storage;
 mod tracker;
 mod types;
+mod wire;
 
 pub use config::Config;
 pub use error::{

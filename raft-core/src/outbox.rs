@@ -83,7 +83,10 @@ impl<const O: usize> Outbox<O> {
     /// in them.
     pub(crate) fn drain(&mut self, n: usize, count: usize) {
         let n = n.min(self.len);
-        self.buf.copy_within(n..self.len, 0);
+        if n < self.len {
+            // Messages queued after the `Ready` was taken: keep them, at the front.
+            self.buf.copy_within(n..self.len, 0);
+        }
         self.len -= n;
         self.count -= count.min(self.count);
     }

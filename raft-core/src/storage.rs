@@ -108,8 +108,9 @@ impl<const E: usize, const B: usize> MemStorage<E, B> {
         I: IntoIterator<Item = Entry<'e>>,
         I::IntoIter: Clone,
     {
-        let it = entries.into_iter();
-        let Some(first) = it.clone().next() else {
+        let mut rest = entries.into_iter();
+        let it = rest.clone();
+        let Some(first) = rest.next() else {
             return Ok(());
         };
         let next = self.log.last_index().next();
@@ -122,6 +123,17 @@ impl<const E: usize, const B: usize> MemStorage<E, B> {
         if first.index < self.log.first_index() {
             // Overwriting compacted entries: they were committed, so this is a host bug.
             return Err(StorageError::Compacted);
+        }
+        if first.index == next {
+            // Nothing is overwritten (the usual case): push, and if the buffer fills, take back
+            // what was pushed, which leaves the log as it was.
+            for e in core::iter::once(first).chain(rest) {
+                if self.log.push(e.term, e.kind, e.data).is_err() {
+                    self.log.truncate_from(next);
+                    return Err(StorageError::Full);
+                }
+            }
+            return Ok(());
         }
         // Check capacity first so that a failed append changes nothing.
         let (mut n, mut bytes) = (self.log.len(), self.log.bytes());

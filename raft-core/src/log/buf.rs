@@ -24,6 +24,19 @@ const EMPTY_META: Meta = Meta {
     len: 0,
 };
 
+/// `i % cap` for `i < 2 * cap`, which is all a ring position can be (`head < cap`, offset
+/// `<= len <= cap`): a compare instead of a division, which for a capacity not known at compile
+/// time (a [`BufView`]) was the costliest instruction of a log lookup.
+#[inline]
+fn wrap(i: usize, cap: usize) -> usize {
+    debug_assert!(i < 2 * cap.max(1));
+    if i >= cap {
+        i - cap
+    } else {
+        i
+    }
+}
+
 /// Why an entry could not be added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum BufFull {
@@ -90,7 +103,7 @@ impl<const E: usize, const B: usize> EntryBuf<E, B> {
         if k >= self.len as u64 {
             return None;
         }
-        Some((self.head + k as usize) % E)
+        Some(wrap(self.head + k as usize, E))
     }
 
     /// The term of `index`, if held.
@@ -128,7 +141,7 @@ impl<const E: usize, const B: usize> EntryBuf<E, B> {
             self.data.copy_within(self.data_head..self.data_tail, 0);
             let shift = self.data_head as u32;
             for k in 0..self.len {
-                self.metas[(self.head + k) % E].off -= shift;
+                self.metas[wrap(self.head + k, E)].off -= shift;
             }
             self.data_tail -= self.data_head;
             self.data_head = 0;
@@ -136,7 +149,7 @@ impl<const E: usize, const B: usize> EntryBuf<E, B> {
         let off = self.data_tail;
         self.data[off..off + data.len()].copy_from_slice(data);
         self.data_tail += data.len();
-        let slot = (self.head + self.len) % E;
+        let slot = wrap(self.head + self.len, E);
         self.metas[slot] = Meta {
             term,
             kind,
@@ -151,7 +164,7 @@ impl<const E: usize, const B: usize> EntryBuf<E, B> {
     pub(crate) fn truncate_from(&mut self, index: Index) {
         while self.len > 0 && self.last_index() >= index {
             self.len -= 1;
-            let m = self.metas[(self.head + self.len) % E];
+            let m = self.metas[wrap(self.head + self.len, E)];
             self.data_tail = m.off as usize;
         }
         if self.len == 0 {
@@ -165,7 +178,7 @@ impl<const E: usize, const B: usize> EntryBuf<E, B> {
         while self.len > 0 && self.first <= index {
             let m = self.metas[self.head];
             self.data_head = (m.off + m.len) as usize;
-            self.head = (self.head + 1) % E;
+            self.head = wrap(self.head + 1, E);
             self.len -= 1;
             self.first = self.first.next();
         }
@@ -225,7 +238,7 @@ impl<'a> BufView<'a> {
         if k >= self.len as u64 {
             return None;
         }
-        let m = self.metas[(self.head + k as usize) % self.metas.len()];
+        let m = self.metas[wrap(self.head + k as usize, self.metas.len())];
         let (off, len) = (m.off as usize, m.len as usize);
         Some(Entry {
             index,

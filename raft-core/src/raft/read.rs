@@ -70,6 +70,10 @@ impl<
 
     /// Hands out every read whose round a quorum acknowledged.
     pub(crate) fn release_reads(&mut self) {
+        if self.reads.pending.is_empty() {
+            // The usual case on every `advance` and heartbeat answer: skip the quorum sort.
+            return;
+        }
         let acked = self.tracker.read_round_acked();
         loop {
             if self.read_states.is_full() {
