@@ -24,7 +24,8 @@ pub enum ConfigError {
         /// The compile-time capacity.
         capacity: usize,
     },
-    /// `heartbeat_ticks` is 0, or `election_ticks` is not greater than `heartbeat_ticks`.
+    /// `heartbeat_ticks` is 0, `election_ticks` is not greater than `heartbeat_ticks`, or
+    /// `election_ticks` exceeds `u32::MAX / 2` (twice it must still count in ticks).
     InvalidTicks,
     /// `max_entry_bytes` does not fit in one append message or in the unstable log.
     EntryLimitTooLarge,
@@ -64,6 +65,10 @@ pub enum CampaignError {
     AlreadyLeader,
     /// This node is not a voter.
     NotVoter,
+    /// The term is the largest there is, so no election can follow it. Only a hostile or broken
+    /// peer can bring a node here (by sending that term); the node refuses to campaign rather
+    /// than wrap its term back to 0.
+    TermExhausted,
 }
 
 /// Why [`Node::read_index`](crate::Node::read_index) did not start a read.
@@ -163,7 +168,7 @@ display!(ConfigError, |s, f| match s {
         write!(f, "{requested} members exceed the capacity of {capacity}")
     }
     ConfigError::InvalidTicks => {
-        f.write_str("need heartbeat_ticks > 0 and election_ticks > heartbeat_ticks")
+        f.write_str("need 0 < heartbeat_ticks < election_ticks <= u32::MAX / 2")
     }
     ConfigError::EntryLimitTooLarge => {
         f.write_str("max_entry_bytes exceeds the append message or unstable log capacity")
@@ -182,6 +187,7 @@ display!(ProposeError, |s, f| match s {
 display!(CampaignError, |s, f| match s {
     CampaignError::AlreadyLeader => f.write_str("already the leader"),
     CampaignError::NotVoter => f.write_str("not a voter"),
+    CampaignError::TermExhausted => f.write_str("the term cannot be raised any further"),
 });
 
 display!(ReadError, |s, f| match s {

@@ -193,6 +193,13 @@ impl<
         self.raft.read_index(context)
     }
 
+    /// The host could not deliver to `peer` (its send queue is full, or its connection is
+    /// down). A leader stops streaming appends to it and probes instead, one append at a time,
+    /// until it answers: no window of appends piles up for a member that is not reading them.
+    pub fn report_unreachable(&mut self, peer: NodeId) {
+        self.raft.report_unreachable(peer);
+    }
+
     // ----- outputs -----
 
     /// Whether `ready()` has anything for the host.
@@ -218,6 +225,7 @@ impl<
         }
         let hs = r.hard_state();
         let hard_state = (hs != r.persisted).then_some(hs);
+        r.log.handed_out();
         let unstable = r.log.unstable.view();
         let last = (unstable.len() > 0).then(|| {
             let i = unstable.last_index();
@@ -264,8 +272,12 @@ impl<
         }
         r.outbox.drain(t.outbox_len, t.outbox_count);
         let n = t.read_states.min(r.read_states.len());
-        let rest: heapless::Vec<_, R> = r.read_states[n..].iter().copied().collect();
-        r.read_states = rest;
+        if n == r.read_states.len() {
+            r.read_states.clear();
+        } else {
+            let rest: heapless::Vec<_, R> = r.read_states[n..].iter().copied().collect();
+            r.read_states = rest;
+        }
         if r.role == Role::Leader {
             r.leader_persisted();
             r.maybe_append_noop();
@@ -372,7 +384,10 @@ mod tests {
             b + e * META + o + p * (w * 8 + 128) + r * 48 + 1024
         }
         let core = core::mem::size_of::<Node<MemStorage<1, 1>>>();
-        assert!(core <= bound(7, 16, 256, 16 * 1024, 32 * 1024, 16), "{core}");
+        assert!(
+            core <= bound(7, 16, 256, 16 * 1024, 32 * 1024, 16),
+            "{core}"
+        );
         let small = core::mem::size_of::<Node<MemStorage<1, 1>, 3, 4, 32, 2048, 4096, 4>>();
         assert!(small <= bound(3, 4, 32, 2048, 4096, 4), "{small}");
         let storage = core::mem::size_of::<MemStorage>();

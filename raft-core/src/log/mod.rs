@@ -16,6 +16,9 @@ pub(crate) struct RaftLog<S, const E: usize, const B: usize> {
     pub(crate) storage: S,
     pub(crate) unstable: EntryBuf<E, B>,
     pub(crate) commit: Index,
+    /// The lowest index truncated since the unstable entries were last handed to the host
+    /// ([`RaftLog::handed_out`]): from there on, what the host is writing is not what we hold.
+    overwritten: Option<Index>,
 }
 
 impl<S: Storage, const E: usize, const B: usize> RaftLog<S, E, B> {
@@ -26,6 +29,7 @@ impl<S: Storage, const E: usize, const B: usize> RaftLog<S, E, B> {
             storage,
             unstable: EntryBuf::new(first),
             commit,
+            overwritten: None,
         }
     }
 
@@ -96,6 +100,7 @@ impl<S: Storage, const E: usize, const B: usize> RaftLog<S, E, B> {
     /// Drops the entries at and after `index` (never committed ones: the caller checks).
     pub(crate) fn truncate_from(&mut self, index: Index) {
         debug_assert!(index > self.commit, "committed entries are never truncated");
+        self.overwritten = Some(self.overwritten.map_or(index, |o| o.min(index)));
         if index >= self.unstable.first_index() {
             self.unstable.truncate_from(index);
         } else {
@@ -103,8 +108,24 @@ impl<S: Storage, const E: usize, const B: usize> RaftLog<S, E, B> {
         }
     }
 
-    /// The host persisted entries through `index`, the last of which had `term`.
+    /// The unstable entries were just handed to the host to persist.
+    pub(crate) fn handed_out(&mut self) {
+        self.overwritten = None;
+    }
+
+    /// The host persisted the entries it was handed, through `index`, the last of which had
+    /// `term`.
     pub(crate) fn stable_to(&mut self, index: Index, term: Term) {
+        // Entries truncated since they were handed out were replaced, and the host wrote the old
+        // ones: only those before the first replaced one are durable. The last entry's term alone
+        // does not tell: a leader equivocating within a term can replace earlier entries and end
+        // on the same (index, term).
+        if let Some(o) = self.overwritten.take() {
+            if o <= index {
+                self.unstable.pop_through(o.prev());
+                return;
+            }
+        }
         // If the entry was replaced since the Ready was taken, the new one is not yet durable.
         if self.unstable.term(index) == Some(term) {
             self.unstable.pop_through(index);
@@ -150,5 +171,51 @@ impl<S: Storage, const E: usize, const B: usize> RaftLog<S, E, B> {
             }
             i = i.prev();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemStorage;
+
+    fn log() -> RaftLog<MemStorage<8, 64>, 8, 64> {
+        RaftLog::new(MemStorage::new())
+    }
+
+    #[test]
+    fn stable_to_takes_what_was_handed_out() {
+        let mut l = log();
+        l.append(Term(1), EntryKind::Normal, b"a").expect("room");
+        l.append(Term(1), EntryKind::Normal, b"b").expect("room");
+        l.handed_out();
+        // Appended after the hand-out: not durable yet, but not in the way either.
+        l.append(Term(1), EntryKind::Normal, b"c").expect("room");
+        l.stable_to(Index(2), Term(1));
+        assert_eq!(l.stable_index(), Index(2));
+        assert_eq!(l.last_index(), Index(3));
+    }
+
+    #[test]
+    fn entries_replaced_after_the_hand_out_are_not_durable() {
+        let mut l = log();
+        for d in [b"a", b"b", b"c"] {
+            l.append(Term(2), EntryKind::Normal, d).expect("room");
+        }
+        l.handed_out();
+        // A leader equivocating within term 2 replaces 2 and 3, ending on the same (3, t2).
+        l.truncate_from(Index(2));
+        l.append(Term(2), EntryKind::Normal, b"x").expect("room");
+        l.append(Term(2), EntryKind::Normal, b"y").expect("room");
+        l.stable_to(Index(3), Term(2));
+        // Only entry 1 is what the host wrote.
+        assert_eq!(l.stable_index(), Index(1));
+        assert_eq!(l.entry(Index(2)).map(|e| e.data), Some(&b"x"[..]));
+        // A truncation past what was handed out changes nothing about it.
+        l.handed_out();
+        l.append(Term(2), EntryKind::Normal, b"z").expect("room");
+        l.truncate_from(Index(4));
+        l.stable_to(Index(3), Term(2));
+        assert_eq!(l.stable_index(), Index(3));
     }
 }

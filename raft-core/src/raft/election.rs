@@ -19,7 +19,7 @@ impl<
 {
     /// The election timer fired, or the host asked for an election.
     pub(crate) fn hup(&mut self) {
-        if self.role == Role::Leader || !self.is_voter() {
+        if self.role == Role::Leader || !self.is_voter() || self.term_exhausted() {
             return;
         }
         // A node whose log still has committed entries to apply could lead with a state
@@ -30,6 +30,13 @@ impl<
         } else {
             self.become_candidate();
         }
+    }
+
+    /// Whether the term cannot be raised for another election. No run of honest elections gets
+    /// here (it takes 2^64 of them), but one message from a hostile or broken peer can, and
+    /// campaigning would then wrap the term back to 0 (or panic in a debug build).
+    pub(crate) fn term_exhausted(&self) -> bool {
+        self.term.0 == u64::MAX
     }
 
     pub(crate) fn become_follower(&mut self, term: Term, leader: NodeId) {
@@ -54,6 +61,8 @@ impl<
     }
 
     fn become_candidate(&mut self) {
+        // No overflow: `hup` does not campaign at the largest term, and a pre-candidate's term
+        // only changes by becoming a follower.
         self.term = Term(self.term.0 + 1);
         self.vote = self.id;
         self.role = Role::Candidate;
