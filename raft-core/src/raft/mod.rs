@@ -146,7 +146,10 @@ impl<
         if !tracker.contains(config.id) {
             return Err(ConfigError::SelfNotVoter);
         }
-        if config.heartbeat_ticks == 0 || config.election_ticks <= config.heartbeat_ticks {
+        if config.heartbeat_ticks == 0
+            || config.election_ticks <= config.heartbeat_ticks
+            || config.election_ticks > u32::MAX / 2
+        {
             return Err(ConfigError::InvalidTicks);
         }
         if config.max_append_bytes > O.saturating_sub(16)
@@ -301,11 +304,10 @@ impl<
             self.counters.stale += 1;
             match m.body {
                 // A leader of an older term, cut off for a while: tell it the new term so it
-                // steps down. Without this, pre-vote and check-quorum could leave it stranded
-                // (a deadlock etcd documents in its `raft.go`).
-                Body::Append { .. } | Body::Heartbeat { .. }
-                    if self.check_quorum || self.pre_vote =>
-                {
+                // steps down (Figure 2: "reply false if term < currentTerm"). With pre-vote and
+                // check-quorum this is also what keeps it from being stranded: its followers'
+                // pre-votes would never raise their terms to reach it.
+                Body::Append { .. } | Body::Heartbeat { .. } => {
                     self.send(
                         m.from,
                         Body::AppendResponse {
@@ -375,9 +377,10 @@ impl<
                 }
             }
             Body::ReadIndexResponse { context, index } => {
-                if self.role != Role::Leader
-                    && self.read_states.push(ReadState { context, index }).is_err()
-                {
+                // Only from the leader of our term: anyone else's answer proves nothing.
+                if self.role == Role::Leader || m.from != self.leader {
+                    self.counters.stale += 1;
+                } else if self.read_states.push(ReadState { context, index }).is_err() {
                     self.counters.messages_dropped += 1;
                 }
             }
@@ -423,12 +426,7 @@ fn append_is_well_formed(
     if prev_index.0.checked_add(entries.len() as u64).is_none() {
         return false;
     }
-    let mut last = prev_term;
-    for e in entries.iter() {
-        if e.term < last || e.term > term || e.term == Term::ZERO {
-            return false;
-        }
-        last = e.term;
-    }
-    true
+    // Entry terms never decrease, start at `prev_term` or later, are never 0 and never exceed
+    // the leader's term.
+    entries.terms_within(prev_term.max(Term(1)), term)
 }

@@ -174,6 +174,13 @@ impl<
 
     /// Sends `to` the next append if its progress allows one. Returns whether it sent.
     pub(crate) fn maybe_send_append(&mut self, to: NodeId) -> bool {
+        self.send_append(to, false)
+    }
+
+    /// Like `maybe_send_append`, but with `allow_empty` an append goes out even when there is
+    /// nothing new to send: it asks a follower in Replicate whether it holds `next - 1`, and a
+    /// refusal starts backtracking (appends were lost).
+    fn send_append(&mut self, to: NodeId, allow_empty: bool) -> bool {
         let last = self.log.last_index();
         let Some(p) = self.tracker.get(to) else {
             return false;
@@ -185,7 +192,7 @@ impl<
         let next = p.next;
         // In Replicate with nothing new there is nothing to say (heartbeats carry the commit);
         // a probe goes out even when empty, to find the match point.
-        if !probe && next > last {
+        if !probe && next > last && !allow_empty {
             return false;
         }
         let prev_index = next.prev();
@@ -195,14 +202,15 @@ impl<
             return false;
         };
         // How many entries fit in one message and in the outbox.
-        let budget = self
-            .max_append_bytes
-            .min(self.outbox.room())
-            .saturating_sub(MAX_HEADER_LEN);
         if self.outbox.room() < MAX_HEADER_LEN {
             self.counters.appends_deferred += 1;
             return false;
         }
+        let room = self.outbox.room() - MAX_HEADER_LEN;
+        let budget = self
+            .max_append_bytes
+            .saturating_sub(MAX_HEADER_LEN)
+            .min(room);
         let mut used = 0usize;
         let mut hi = prev_index;
         while hi < last {
@@ -211,6 +219,11 @@ impl<
             };
             let len = entry_wire_len(e.data.len());
             if used + len > budget {
+                // An entry larger than one append allows (written under a larger
+                // `max_entry_bytes`) still goes out, alone, rather than stall this member.
+                if used == 0 && len <= room {
+                    hi = hi.next();
+                }
                 break;
             }
             used += len;
@@ -334,10 +347,31 @@ impl<
         if p.state == ProgressState::Replicate && p.inflights.full() {
             p.inflights.free_first();
         }
+        // Behind at the previous heartbeat answer already, and no acknowledgement since: for a
+        // whole heartbeat interval the appends in flight went unanswered, so they were probably
+        // lost. Ask about `next - 1`, so that a refusal starts backtracking now rather than
+        // after the stall timer.
+        let behind = p.matched < last;
+        let stalled = p.state == ProgressState::Replicate
+            && behind
+            && p.behind_at_heartbeat == Some(p.matched);
+        p.behind_at_heartbeat = behind.then_some(p.matched);
         if p.matched < last {
-            self.maybe_send_append(from);
+            self.send_append(from, stalled);
         }
         self.release_reads();
+    }
+
+    pub(crate) fn report_unreachable(&mut self, peer: NodeId) {
+        if self.role != Role::Leader || peer == self.id {
+            return;
+        }
+        if let Some(p) = self.tracker.get_mut(peer) {
+            if p.state == ProgressState::Replicate {
+                p.become_probe();
+                p.next = p.matched.next();
+            }
+        }
     }
 
     /// Raft §5.4.2: advance the commit index to what a majority holds, but only by counting

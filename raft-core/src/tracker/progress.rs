@@ -31,6 +31,9 @@ pub(crate) struct Progress<const W: usize> {
     /// Leader ticks this member has been behind in `Replicate` without `matched` moving: past
     /// an election timeout, appends were lost and the leader falls back to probing.
     pub(crate) stalled_ticks: u32,
+    /// `matched` at the previous heartbeat answer if the member was behind then: still behind
+    /// at the same point one heartbeat later means the appends in flight may be lost.
+    pub(crate) behind_at_heartbeat: Option<Index>,
     /// Highest read round this member acknowledged.
     pub(crate) read_round: u64,
     /// Vote in the current election: `None` not yet answered.
@@ -48,6 +51,7 @@ impl<const W: usize> Progress<W> {
             inflights: Inflights::new(),
             recent_active: false,
             stalled_ticks: 0,
+            behind_at_heartbeat: None,
             read_round: 0,
             vote: None,
         }
@@ -60,6 +64,7 @@ impl<const W: usize> Progress<W> {
         self.become_probe();
         self.recent_active = true;
         self.stalled_ticks = 0;
+        self.behind_at_heartbeat = None;
         self.read_round = 0;
     }
 
@@ -102,7 +107,13 @@ impl<const W: usize> Progress<W> {
     pub(crate) fn maybe_decrease(&mut self, rejected: Index, next: Index) -> bool {
         match self.state {
             ProgressState::Replicate => {
-                if rejected <= self.matched {
+                // A refusal of the append that starts right at the match point is not stale
+                // even though `matched` has since caught up to it: the follower refused it
+                // before it held entry `rejected` (the append overtook the one carrying that
+                // entry), so the entries after `matched` were dropped. Ignoring it would leave
+                // them counted in flight until the stall timer fires; resend from
+                // `matched + 1` instead (at worst a duplicate, which the follower acknowledges).
+                if rejected < self.matched {
                     return false;
                 }
             }
@@ -117,5 +128,34 @@ impl<const W: usize> Progress<W> {
             .min(rejected.max(self.matched.next()));
         self.become_probe();
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replicating(matched: u64, next: u64) -> Progress<4> {
+        let mut p = Progress::new(NodeId(2));
+        p.matched = Index(matched);
+        p.become_replicate();
+        p.next = Index(next);
+        p
+    }
+
+    #[test]
+    fn rejection_below_the_match_point_is_stale() {
+        let mut p = replicating(5, 12);
+        assert!(!p.maybe_decrease(Index(4), Index(3)));
+        assert_eq!((p.state, p.next), (ProgressState::Replicate, Index(12)));
+    }
+
+    #[test]
+    fn rejection_at_the_match_point_resends_what_followed() {
+        // Appends (prev 1, one entry) and (prev 2, nine entries) arrive in the wrong order: the
+        // second is refused, the first acknowledged. Entries 3..=11 must go out again.
+        let mut p = replicating(2, 12);
+        assert!(p.maybe_decrease(Index(2), Index(2)));
+        assert_eq!((p.state, p.next), (ProgressState::Probe, Index(3)));
     }
 }
