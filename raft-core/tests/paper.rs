@@ -1097,8 +1097,8 @@ fn s5_3_leader_retries_lost_appends() {
     }
 }
 
-#[test]
-fn s5_3_lost_append_in_replicate_is_noticed_by_the_next_heartbeats() {
+/// Three fresh nodes; node 1 campaigns and wins, and the cluster settles.
+fn led_by_node_1() -> Cluster {
     let nodes = IDS3
         .iter()
         .map(|id| new_node(id.0, &IDS3, MemStorage::new(), |_| {}))
@@ -1106,6 +1106,12 @@ fn s5_3_lost_append_in_replicate_is_noticed_by_the_next_heartbeats() {
     let mut c = Cluster::new(nodes);
     c.node(1).campaign().expect("follower may campaign");
     c.settle();
+    c
+}
+
+#[test]
+fn s5_3_lost_append_in_replicate_is_noticed_by_the_next_heartbeats() {
+    let mut c = led_by_node_1();
     assert_eq!(c.node(1).role(), Role::Leader);
     let p = c.node(1).progress(NodeId(2)).expect("leader tracks 2");
     assert_eq!(p.state, ProgressState::Replicate);
@@ -1133,13 +1139,7 @@ fn s5_3_lost_append_in_replicate_is_noticed_by_the_next_heartbeats() {
 
 #[test]
 fn s5_3_unreachable_follower_is_probed_not_streamed_to() {
-    let nodes = IDS3
-        .iter()
-        .map(|id| new_node(id.0, &IDS3, MemStorage::new(), |_| {}))
-        .collect();
-    let mut c = Cluster::new(nodes);
-    c.node(1).campaign().expect("follower may campaign");
-    c.settle();
+    let mut c = led_by_node_1();
     let p = c.node(1).progress(NodeId(2)).expect("leader tracks 2");
     assert_eq!(p.state, ProgressState::Replicate);
     c.node(1).report_unreachable(NodeId(2));

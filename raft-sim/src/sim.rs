@@ -517,13 +517,7 @@ impl Sim {
             to,
             msg: summary,
         });
-        if self.blocked.contains(&(from, to)) {
-            self.record(EventKind::Drop {
-                from,
-                to,
-                msg: summary,
-                reason: DropReason::Partition,
-            });
+        if self.dropped_by_partition(from, to, summary) {
             return;
         }
         let link = self.link(from, to).clone();
@@ -572,19 +566,28 @@ impl Sim {
         }
     }
 
+    /// Whether a partition cuts `from -> to`; if so, records the drop.
+    fn dropped_by_partition(&mut self, from: NodeId, to: NodeId, msg: MsgSummary) -> bool {
+        let cut = self.blocked.contains(&(from, to));
+        if cut {
+            let reason = DropReason::Partition;
+            self.record(EventKind::Drop {
+                from,
+                to,
+                msg,
+                reason,
+            });
+        }
+        cut
+    }
+
     fn deliver(&mut self, from: NodeId, to: NodeId, bytes: &[u8]) {
         let summary = Message::decode(bytes).map(|m| MsgSummary::of(&m));
         let Ok(summary) = summary else {
             self.fail("network corrupted a message".into());
             return;
         };
-        if self.blocked.contains(&(from, to)) {
-            self.record(EventKind::Drop {
-                from,
-                to,
-                msg: summary,
-                reason: DropReason::Partition,
-            });
+        if self.dropped_by_partition(from, to, summary) {
             return;
         }
         let k = self.slot(to);
