@@ -21,4 +21,9 @@ step "raft-core for a Cortex-M4F (thumbv7em-none-eabihf): no_std, no allocator"
 cargo build -p raft-core --target thumbv7em-none-eabihf --release --locked
 
 step "tests (unit, doc, simulation suites, property tests)"
-cargo test --workspace --locked
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+# One closing line over every test binary, so the total is not left to the last binary's line.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "\ntotal: %d passed, %d failed\n", p, f }' "$log"

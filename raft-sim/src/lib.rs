@@ -28,12 +28,15 @@
 //! ```
 #![deny(missing_docs)]
 
+mod host;
+mod net;
 mod rng;
 mod sim;
 mod storage;
 mod trace;
 
+pub use net::LinkConfig;
 pub use rng::SimRng;
-pub use sim::{CommittedEntry, LinkConfig, Sim, SimConfig, SimNode, Violation};
+pub use sim::{CommittedEntry, Sim, SimConfig, SimNode, Violation};
 pub use storage::{SimStorage, StoredEntry};
 pub use trace::{DropReason, Event, EventKind, MsgSummary, Trace};

@@ -5,68 +5,18 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::fmt;
 
 use raft_core::{
-    Body, Config, EntryKind, HardState, Index, Message, Node, NodeId, ProposeError, ReadState,
-    Role, Status, Storage, Term,
+    Config, EntryKind, Index, Node, NodeId, ProposeError, ReadState, Role, Status, Storage, Term,
 };
 
+use crate::host::Host;
+use crate::net::LinkConfig;
 use crate::rng::SimRng;
-use crate::storage::{hash_bytes, mix, SimStorage, FNV_OFFSET};
-use crate::trace::{DropReason, Event, EventKind, MsgSummary, Trace};
+use crate::storage::SimStorage;
+use crate::trace::{Event, EventKind, Trace};
 
 /// The node type the simulator runs: room for 9 members, 16 appends in flight per follower,
 /// 512 unpersisted entries in 32 KiB, 64 KiB of outgoing messages per `Ready`.
 pub type SimNode = Node<SimStorage, 9, 16, 512, { 32 * 1024 }, { 64 * 1024 }, 32>;
-
-/// How one direction of a link behaves. Times are virtual microseconds.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LinkConfig {
-    /// Probability that a message is lost.
-    pub loss: f64,
-    /// Probability that a message is delivered twice.
-    pub duplicate: f64,
-    /// Fastest delivery.
-    pub min_delay: u64,
-    /// Slowest ordinary delivery; delays are uniform in between, which reorders messages.
-    pub max_delay: u64,
-    /// Probability that a message is held back much longer (long reordering).
-    pub long_delay_chance: f64,
-    /// Longest such delay.
-    pub long_delay_max: u64,
-}
-
-impl Default for LinkConfig {
-    fn default() -> Self {
-        LinkConfig {
-            loss: 0.0,
-            duplicate: 0.0,
-            min_delay: 500,
-            max_delay: 2_000,
-            long_delay_chance: 0.0,
-            long_delay_max: 0,
-        }
-    }
-}
-
-impl LinkConfig {
-    /// A lossy, reordering, duplicating link: the "unreliable network" of a Raft lab.
-    pub fn unreliable(loss: f64) -> Self {
-        LinkConfig {
-            loss,
-            duplicate: 0.02,
-            min_delay: 200,
-            max_delay: 5_000,
-            long_delay_chance: 0.0,
-            long_delay_max: 0,
-        }
-    }
-
-    /// Adds long reordering: a message in `chance` is delayed up to `max` microseconds.
-    pub fn with_long_delays(mut self, chance: f64, max: u64) -> Self {
-        self.long_delay_chance = chance;
-        self.long_delay_max = max;
-        self
-    }
-}
 
 /// A simulation's setup.
 #[derive(Clone, Debug)]
@@ -155,7 +105,7 @@ impl fmt::Display for Violation {
 
 impl std::error::Error for Violation {}
 
-enum Action {
+pub(crate) enum Action {
     Tick {
         node: NodeId,
         incarnation: u64,
@@ -171,7 +121,7 @@ enum Action {
     },
 }
 
-struct Scheduled {
+pub(crate) struct Scheduled {
     time: u64,
     seq: u64,
     action: Action,
@@ -194,50 +144,29 @@ impl Ord for Scheduled {
     }
 }
 
-/// A `Ready` taken and being written to disk.
-struct PendingIo {
-    hard_state: Option<HardState>,
-    entries: Vec<CommittedEntry>,
-    after_persist: Vec<(NodeId, Vec<u8>)>,
-    committed: Vec<CommittedEntry>,
-    read_states: Vec<ReadState>,
-}
-
-struct Host {
-    node: Option<Box<SimNode>>,
-    /// The disk while the node is down.
-    disk: Option<SimStorage>,
-    io: Option<PendingIo>,
-    incarnation: u64,
-    /// The state machine: every committed entry applied, in order.
-    applied: Vec<CommittedEntry>,
-    seen_role: (Role, Term),
-    seen_commit: Index,
-}
-
 /// A deterministic simulated cluster. Drive it with [`Sim::step`] or the `run_*` methods;
 /// inject faults with [`Sim::crash`], [`Sim::partition`], [`Sim::set_link`], ...
 pub struct Sim {
-    cfg: SimConfig,
-    ids: Vec<NodeId>,
-    hosts: Vec<Host>,
-    queue: BinaryHeap<Reverse<Scheduled>>,
-    seq: u64,
-    now: u64,
-    rng: SimRng,
-    blocked: BTreeSet<(NodeId, NodeId)>,
-    links: BTreeMap<(NodeId, NodeId), LinkConfig>,
-    trace: Trace,
+    pub(crate) cfg: SimConfig,
+    pub(crate) ids: Vec<NodeId>,
+    pub(crate) hosts: Vec<Host>,
+    pub(crate) queue: BinaryHeap<Reverse<Scheduled>>,
+    pub(crate) seq: u64,
+    pub(crate) now: u64,
+    pub(crate) rng: SimRng,
+    pub(crate) blocked: BTreeSet<(NodeId, NodeId)>,
+    pub(crate) links: BTreeMap<(NodeId, NodeId), LinkConfig>,
+    pub(crate) trace: Trace,
     // Invariant state.
-    leaders: BTreeMap<Term, NodeId>,
-    log_registry: BTreeMap<(Index, Term), u64>,
-    committed: Vec<(Term, u64)>,
-    committed_entries: Vec<CommittedEntry>,
-    proposals: BTreeMap<(Index, Term), Vec<u8>>,
-    acked: Vec<CommittedEntry>,
-    reads: Vec<(NodeId, ReadState)>,
-    sent: BTreeMap<&'static str, u64>,
-    violation: Option<Violation>,
+    pub(crate) leaders: BTreeMap<Term, NodeId>,
+    pub(crate) log_registry: BTreeMap<(Index, Term), u64>,
+    pub(crate) committed: Vec<(Term, u64)>,
+    pub(crate) committed_entries: Vec<CommittedEntry>,
+    pub(crate) proposals: BTreeMap<(Index, Term), Vec<u8>>,
+    pub(crate) acked: Vec<CommittedEntry>,
+    pub(crate) reads: Vec<(NodeId, ReadState)>,
+    pub(crate) sent: BTreeMap<&'static str, u64>,
+    pub(crate) violation: Option<Violation>,
 }
 
 impl Sim {
@@ -299,7 +228,7 @@ impl Sim {
         c
     }
 
-    fn boot(&mut self, id: NodeId) {
+    pub(crate) fn boot(&mut self, id: NodeId) {
         let k = self.slot(id);
         let Some(disk) = self.hosts[k].disk.take() else {
             return;
@@ -335,11 +264,11 @@ impl Sim {
         );
     }
 
-    fn slot(&self, id: NodeId) -> usize {
+    pub(crate) fn slot(&self, id: NodeId) -> usize {
         id.0 as usize - 1
     }
 
-    fn schedule(&mut self, delay: u64, action: Action) {
+    pub(crate) fn schedule(&mut self, delay: u64, action: Action) {
         self.seq += 1;
         let s = Scheduled {
             time: self.now + delay,
@@ -349,14 +278,14 @@ impl Sim {
         self.queue.push(Reverse(s));
     }
 
-    fn record(&mut self, kind: EventKind) {
+    pub(crate) fn record(&mut self, kind: EventKind) {
         self.trace.push(Event {
             time: self.now,
             kind,
         });
     }
 
-    fn fail(&mut self, what: String) {
+    pub(crate) fn fail(&mut self, what: String) {
         if self.violation.is_some() {
             return;
         }
@@ -484,400 +413,6 @@ impl Sim {
         }) && n == self.committed_entries.len()
     }
 
-    // ----- the network and the hosts -----
-
-    fn link(&self, from: NodeId, to: NodeId) -> &LinkConfig {
-        self.links.get(&(from, to)).unwrap_or(&self.cfg.link)
-    }
-
-    fn send(&mut self, from: NodeId, to: NodeId, bytes: Vec<u8>) {
-        let msg = match Message::decode(&bytes) {
-            Ok(m) => m,
-            Err(e) => {
-                self.fail(format!("n{from} emitted an undecodable message: {e}"));
-                return;
-            }
-        };
-        let summary = MsgSummary::of(&msg);
-        *self.sent.entry(summary.kind).or_insert(0) += 1;
-        match msg.body {
-            Body::VoteResponse { reject: false } | Body::PreVoteResponse { reject: false } => {
-                let pre = matches!(msg.body, Body::PreVoteResponse { .. });
-                self.record(EventKind::Vote {
-                    node: from,
-                    candidate: to,
-                    term: msg.term,
-                    pre,
-                });
-            }
-            _ => {}
-        }
-        self.record(EventKind::Send {
-            from,
-            to,
-            msg: summary,
-        });
-        if self.dropped_by_partition(from, to, summary) {
-            return;
-        }
-        let link = self.link(from, to).clone();
-        if self.rng.chance(link.loss) {
-            self.record(EventKind::Drop {
-                from,
-                to,
-                msg: summary,
-                reason: DropReason::Loss,
-            });
-            return;
-        }
-        let copies = if self.rng.chance(link.duplicate) {
-            2
-        } else {
-            1
-        };
-        let mut bytes = bytes;
-        for c in 0..copies {
-            let mut delay = self.rng.range(link.min_delay, link.max_delay);
-            if self.rng.chance(link.long_delay_chance) {
-                delay = self
-                    .rng
-                    .range(link.max_delay, link.long_delay_max.max(link.max_delay));
-            }
-            if c == 1 {
-                self.record(EventKind::Duplicate {
-                    from,
-                    to,
-                    msg: summary,
-                });
-            }
-            let payload = if c + 1 == copies {
-                std::mem::take(&mut bytes)
-            } else {
-                bytes.clone()
-            };
-            self.schedule(
-                delay,
-                Action::Deliver {
-                    from,
-                    to,
-                    bytes: payload,
-                },
-            );
-        }
-    }
-
-    /// Whether a partition cuts `from -> to`; if so, records the drop.
-    fn dropped_by_partition(&mut self, from: NodeId, to: NodeId, msg: MsgSummary) -> bool {
-        let cut = self.blocked.contains(&(from, to));
-        if cut {
-            let reason = DropReason::Partition;
-            self.record(EventKind::Drop {
-                from,
-                to,
-                msg,
-                reason,
-            });
-        }
-        cut
-    }
-
-    fn deliver(&mut self, from: NodeId, to: NodeId, bytes: &[u8]) {
-        let summary = Message::decode(bytes).map(|m| MsgSummary::of(&m));
-        let Ok(summary) = summary else {
-            self.fail("network corrupted a message".into());
-            return;
-        };
-        if self.dropped_by_partition(from, to, summary) {
-            return;
-        }
-        let k = self.slot(to);
-        let Some(node) = self.hosts[k].node.as_mut() else {
-            self.record(EventKind::Drop {
-                from,
-                to,
-                msg: summary,
-                reason: DropReason::NodeDown,
-            });
-            return;
-        };
-        if node.step(bytes).is_err() {
-            self.record(EventKind::Drop {
-                from,
-                to,
-                msg: summary,
-                reason: DropReason::Refused,
-            });
-        }
-        self.after_input(to);
-    }
-
-    /// Delivers raw bytes to a node as if `from` sent them, now, bypassing the network: for
-    /// tests of hostile input. Returns the node's answer.
-    pub fn inject(&mut self, to: NodeId, bytes: &[u8]) -> Option<Result<(), raft_core::StepError>> {
-        let k = self.slot(to);
-        let r = self.hosts[k].node.as_mut()?.step(bytes);
-        self.after_input(to);
-        Some(r)
-    }
-
-    /// Observes the node after an input, checks what can be checked, and starts a disk write if
-    /// it has a `Ready` and none is under way.
-    fn after_input(&mut self, id: NodeId) {
-        let k = self.slot(id);
-        let Some(node) = self.hosts[k].node.as_ref() else {
-            return;
-        };
-        let st = node.status();
-        if (st.role, st.term) != self.hosts[k].seen_role {
-            if st.term < self.hosts[k].seen_role.1 {
-                self.fail(format!(
-                    "n{id} term went back from {} to {}",
-                    self.hosts[k].seen_role.1, st.term
-                ));
-            }
-            self.hosts[k].seen_role = (st.role, st.term);
-            self.record(EventKind::Role {
-                node: id,
-                role: st.role,
-                term: st.term,
-            });
-            if st.role == Role::Leader {
-                self.on_new_leader(id, st);
-            }
-        }
-        if st.commit != self.hosts[k].seen_commit {
-            if st.commit < self.hosts[k].seen_commit {
-                self.fail(format!(
-                    "n{id} commit went back from {} to {}",
-                    self.hosts[k].seen_commit, st.commit
-                ));
-            }
-            self.hosts[k].seen_commit = st.commit;
-            self.record(EventKind::Commit {
-                node: id,
-                index: st.commit,
-            });
-        }
-        if st.commit > st.last_index {
-            self.fail(format!(
-                "n{id} commit {} beyond its last index {}",
-                st.commit, st.last_index
-            ));
-        }
-        if self.hosts[k].io.is_none() && self.hosts[k].node.as_ref().is_some_and(|n| n.has_ready())
-        {
-            self.start_io(id);
-        }
-    }
-
-    fn on_new_leader(&mut self, id: NodeId, st: Status) {
-        // Election safety (Raft §5.2): at most one leader per term, ever.
-        match self.leaders.get(&st.term) {
-            Some(&other) if other != id => {
-                self.fail(format!(
-                    "two leaders in term {}: n{other} and n{id}",
-                    st.term
-                ));
-                return;
-            }
-            _ => {
-                self.leaders.insert(st.term, id);
-            }
-        }
-        // Leader completeness (§5.4): the new leader holds every committed entry.
-        let k = self.slot(id);
-        let Some(node) = self.hosts[k].node.as_ref() else {
-            return;
-        };
-        for (i, &(term, _)) in self.committed.iter().enumerate() {
-            let index = Index(i as u64 + 1);
-            if node.log_term(index) != Some(term) {
-                let have = node.log_term(index);
-                self.fail(format!(
-                    "leader n{id} of term {} lacks committed entry {index} (term {term}, has {have:?})",
-                    st.term
-                ));
-                return;
-            }
-        }
-    }
-
-    fn start_io(&mut self, id: NodeId) {
-        let k = self.slot(id);
-        let Some(node) = self.hosts[k].node.as_mut() else {
-            return;
-        };
-        let rd = node.ready();
-        let now: Vec<(NodeId, Vec<u8>)> = rd
-            .messages
-            .iter()
-            .map(|m| (m.to, m.bytes.to_vec()))
-            .collect();
-        let after_persist = rd
-            .persisted_messages
-            .iter()
-            .map(|m| (m.to, m.bytes.to_vec()))
-            .collect();
-        let own = |e: raft_core::Entry<'_>| CommittedEntry {
-            index: e.index,
-            term: e.term,
-            kind: e.kind,
-            data: e.data.to_vec(),
-        };
-        let entries = rd.entries.iter().map(own).collect();
-        let mut committed = Vec::new();
-        let mut broken = None;
-        for e in rd.committed_entries() {
-            match e {
-                Ok(e) => committed.push(own(e)),
-                Err(err) => {
-                    broken = Some(err);
-                    break;
-                }
-            }
-        }
-        let io = PendingIo {
-            hard_state: rd.hard_state,
-            entries,
-            after_persist,
-            committed,
-            read_states: rd.read_states.to_vec(),
-        };
-        if let Some(err) = broken {
-            self.fail(format!("n{id} could not read a committed entry: {err}"));
-            return;
-        }
-        self.hosts[k].io = Some(io);
-        for (to, bytes) in now {
-            self.send(id, to, bytes);
-        }
-        let latency = self.rng.range(self.cfg.disk_min_us, self.cfg.disk_max_us);
-        let incarnation = self.hosts[k].incarnation;
-        self.schedule(
-            latency,
-            Action::IoDone {
-                node: id,
-                incarnation,
-            },
-        );
-    }
-
-    fn finish_io(&mut self, id: NodeId) {
-        let k = self.slot(id);
-        let Some(io) = self.hosts[k].io.take() else {
-            return;
-        };
-        let Some(node) = self.hosts[k].node.as_mut() else {
-            return;
-        };
-        let disk = node.storage_mut();
-        if let Some(hs) = io.hard_state {
-            let old = disk.hard_state();
-            if hs.term < old.term {
-                let msg = format!("n{id} persisted term {} after {}", hs.term, old.term);
-                self.fail(msg);
-                return;
-            }
-            if hs.term == old.term && !old.vote.is_none() && hs.vote != old.vote {
-                let msg = format!(
-                    "n{id} voted twice in term {}: n{} then n{}",
-                    hs.term, old.vote, hs.vote
-                );
-                self.fail(msg);
-                return;
-            }
-            disk.set_hard_state(hs);
-        }
-        let n = io.entries.len();
-        let first = io.entries.first().map(|e| e.index);
-        if let Err(e) = disk.append(io.entries.iter().map(|e| raft_core::Entry {
-            index: e.index,
-            term: e.term,
-            kind: e.kind,
-            data: &e.data,
-        })) {
-            self.fail(format!("n{id} storage refused a Ready's entries: {e}"));
-            return;
-        }
-        let last = disk.last_index();
-        // Log matching (§5.3): an (index, term) pair names one entry and one prefix, everywhere.
-        let mut clash = None;
-        if let Some(first) = first {
-            for i in first.0..=last.0 {
-                let Some(e) = disk.get(Index(i)) else { break };
-                let key = (Index(i), e.term);
-                match self.log_registry.get(&key) {
-                    Some(&h) if h != e.prefix_hash => {
-                        clash = Some(key);
-                        break;
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.log_registry.insert(key, e.prefix_hash);
-                    }
-                }
-            }
-        }
-        if let Some((i, t)) = clash {
-            self.fail(format!(
-                "log matching: n{id} holds a different history up to ({i}, {t})"
-            ));
-            return;
-        }
-        if n > 0 {
-            self.record(EventKind::Persist {
-                node: id,
-                entries: n as u32,
-                last_index: last,
-            });
-        }
-        for (to, bytes) in io.after_persist {
-            self.send(id, to, bytes);
-        }
-        for e in io.committed {
-            self.apply(id, e);
-        }
-        for r in io.read_states {
-            self.reads.push((id, r));
-        }
-        if let Some(node) = self.hosts[k].node.as_mut() {
-            node.advance();
-        }
-    }
-
-    fn apply(&mut self, id: NodeId, e: CommittedEntry) {
-        let k = self.slot(id);
-        let expect = Index(self.hosts[k].applied.len() as u64 + 1);
-        if e.index != expect {
-            self.fail(format!(
-                "n{id} applied {} out of order (expected {expect})",
-                e.index
-            ));
-            return;
-        }
-        let h = hash_bytes(mix(FNV_OFFSET, e.kind as u64), &e.data);
-        let i = e.index.0 as usize - 1;
-        // State machine safety (§5.4.3): every node applies the same entry at each index.
-        if let Some(&(term, hash)) = self.committed.get(i) {
-            if term != e.term || hash != h {
-                self.fail(format!(
-                    "n{id} applied ({}, {}) where ({}, {term}) was applied before",
-                    e.index, e.term, e.index
-                ));
-                return;
-            }
-        } else {
-            self.committed.push((e.term, h));
-            self.committed_entries.push(e.clone());
-            if let Some(data) = self.proposals.remove(&(e.index, e.term)) {
-                if data == e.data {
-                    self.acked.push(e.clone());
-                }
-            }
-        }
-        self.hosts[k].applied.push(e);
-    }
-
     // ----- clients -----
 
     /// Proposes `data` at node `id`. On success the proposal is tracked: once an entry with
@@ -949,57 +484,6 @@ impl Sim {
         }
         self.record(EventKind::Restart { node: id });
         self.boot(id);
-    }
-
-    /// Splits the network: nodes in different groups cannot reach each other; a node in no
-    /// group is cut off from all. Replaces any earlier partition.
-    pub fn partition(&mut self, groups: &[&[NodeId]]) {
-        self.blocked.clear();
-        let group_of = |n: NodeId| groups.iter().position(|g| g.contains(&n));
-        for &a in &self.ids {
-            for &b in &self.ids {
-                if a != b && (group_of(a).is_none() || group_of(a) != group_of(b)) {
-                    self.blocked.insert((a, b));
-                }
-            }
-        }
-        let groups = groups.iter().map(|g| g.to_vec()).collect();
-        self.record(EventKind::Partition { groups });
-    }
-
-    /// Cuts node `id` off from everyone (keeping other cuts).
-    pub fn isolate(&mut self, id: NodeId) {
-        for &b in &self.ids {
-            if b != id {
-                self.blocked.insert((id, b));
-                self.blocked.insert((b, id));
-            }
-        }
-        self.record(EventKind::Partition {
-            groups: vec![vec![id]],
-        });
-    }
-
-    /// Cuts one direction of one link.
-    pub fn cut(&mut self, from: NodeId, to: NodeId) {
-        self.blocked.insert((from, to));
-    }
-
-    /// Heals every partition and cut.
-    pub fn heal(&mut self) {
-        self.blocked.clear();
-        self.record(EventKind::Heal);
-    }
-
-    /// Sets how the link `from -> to` behaves.
-    pub fn set_link(&mut self, from: NodeId, to: NodeId, link: LinkConfig) {
-        self.links.insert((from, to), link);
-    }
-
-    /// Sets how every link behaves (dropping per-link settings).
-    pub fn set_network(&mut self, link: LinkConfig) {
-        self.links.clear();
-        self.cfg.link = link;
     }
 
     /// Adds a note to the trace.
