@@ -27,8 +27,10 @@ use raft_core::{
     Term,
 };
 
-/// `cases` unless `PROPTEST_CASES` says otherwise. Failures print their shrunk input and become
-/// named regression tests in this file, so nothing is written next to it.
+/// `cases` unless `PROPTEST_CASES` says otherwise, from a fixed seed unless `PROPTEST_RNG_SEED`
+/// names another, so that CI runs the same cases every time and a soak can explore new ones.
+/// Failures print their shrunk input and become named regression tests in this file, so nothing
+/// is written next to it.
 fn cases(cases: u32) -> ProptestConfig {
     let mut c = ProptestConfig {
         failure_persistence: None,
@@ -36,6 +38,9 @@ fn cases(cases: u32) -> ProptestConfig {
     };
     if std::env::var_os("PROPTEST_CASES").is_none() {
         c.cases = cases;
+    }
+    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
+        c.rng_seed = proptest::test_runner::RngSeed::Fixed(0x7ac5_2af7);
     }
     c
 }

@@ -6,8 +6,8 @@
 //!
 //! A failing case is shrunk to a short schedule and printed (with its size and seed), and
 //! proptest saves it in a `proptest-regressions` file that replays it first on the next run.
-//! 256 cases run by default; set `PROPTEST_CASES=<n>` for a given number, or
-//! `TICKRAFT_SOAK=<k>` for 256 * k.
+//! 256 cases run by default, from a fixed seed; set `PROPTEST_CASES=<n>` for a given number,
+//! `TICKRAFT_SOAK=<k>` for 256 * k, and `PROPTEST_RNG_SEED=<n>` to explore other cases.
 
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -97,6 +97,10 @@ fn config() -> ProptestConfig {
     let mut cfg = ProptestConfig::default();
     if std::env::var_os("PROPTEST_CASES").is_none() {
         cfg.cases = 256 * soak() as u32;
+    }
+    // The same cases every run unless `PROPTEST_RNG_SEED` names another seed (for soaks).
+    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
+        cfg.rng_seed = proptest::test_runner::RngSeed::Fixed(0x5c4e_d01e);
     }
     cfg
 }
