@@ -20,6 +20,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "raft-core for a Cortex-M4F (thumbv7em-none-eabihf): no_std, no allocator"
 cargo build -p raft-core --target thumbv7em-none-eabihf --release --locked
 
+step "docs (the crate docs are the contract: broken links are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked -p raft-core -p raft-sim
+
 step "tests (unit, doc, simulation suites, property tests)"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
