@@ -132,6 +132,7 @@ impl Sim {
                     from,
                     to,
                     bytes: payload,
+                    msg: summary,
                 },
             );
         }
@@ -152,12 +153,7 @@ impl Sim {
         cut
     }
 
-    pub(crate) fn deliver(&mut self, from: NodeId, to: NodeId, bytes: &[u8]) {
-        let summary = Message::decode(bytes).map(|m| MsgSummary::of(&m));
-        let Ok(summary) = summary else {
-            self.fail("network corrupted a message".into());
-            return;
-        };
+    pub(crate) fn deliver(&mut self, from: NodeId, to: NodeId, bytes: &[u8], summary: MsgSummary) {
         if self.dropped_by_partition(from, to, summary) {
             return;
         }

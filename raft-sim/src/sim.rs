@@ -12,7 +12,7 @@ use crate::host::Host;
 use crate::net::LinkConfig;
 use crate::rng::SimRng;
 use crate::storage::SimStorage;
-use crate::trace::{Event, EventKind, Trace};
+use crate::trace::{Event, EventKind, MsgSummary, Trace};
 
 /// The node type the simulator runs: room for 9 members, 16 appends in flight per follower,
 /// 512 unpersisted entries in 32 KiB, 64 KiB of outgoing messages per `Ready`.
@@ -114,6 +114,8 @@ pub(crate) enum Action {
         from: NodeId,
         to: NodeId,
         bytes: Vec<u8>,
+        /// What the bytes say, read once when they were sent.
+        msg: MsgSummary,
     },
     IoDone {
         node: NodeId,
@@ -336,7 +338,12 @@ impl Sim {
                     }
                 }
             }
-            Action::Deliver { from, to, bytes } => self.deliver(from, to, &bytes),
+            Action::Deliver {
+                from,
+                to,
+                bytes,
+                msg,
+            } => self.deliver(from, to, &bytes, msg),
             Action::IoDone { node, incarnation } => {
                 let k = self.slot(node);
                 if self.hosts[k].incarnation == incarnation && self.hosts[k].node.is_some() {

@@ -14,7 +14,7 @@
 //! number: the same seed and the same script give the same hash, bit for bit.
 
 use std::collections::VecDeque;
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use raft_core::{Body, Index, Message, NodeId, Role, Term};
 
@@ -280,6 +280,8 @@ pub struct Trace {
     keep: usize,
     hash: u64,
     total: u64,
+    /// Reused for each event's text form while hashing it.
+    line: String,
 }
 
 impl Trace {
@@ -289,11 +291,15 @@ impl Trace {
             keep,
             hash: FNV_OFFSET,
             total: 0,
+            line: String::new(),
         }
     }
 
     pub(crate) fn push(&mut self, e: Event) {
-        self.hash = hash_event(self.hash, &e);
+        // Hash the stable text form: it names every field, and it is what users compare.
+        self.line.clear();
+        let _ = write!(self.line, "{e}");
+        self.hash = hash_bytes(mix(self.hash, e.time), self.line.as_bytes());
         self.total += 1;
         if self.keep == 0 {
             return;
@@ -318,9 +324,4 @@ impl Trace {
     pub fn total(&self) -> u64 {
         self.total
     }
-}
-
-fn hash_event(h: u64, e: &Event) -> u64 {
-    // Hash the stable text form: it names every field, and it is what users compare.
-    hash_bytes(mix(h, e.time), e.to_string().as_bytes())
 }
