@@ -271,13 +271,10 @@ impl<
             r.applied = t.commit;
         }
         r.outbox.drain(t.outbox_len, t.outbox_count);
+        // Keep the read states confirmed after the `Ready` was taken, at the front.
         let n = t.read_states.min(r.read_states.len());
-        if n == r.read_states.len() {
-            r.read_states.clear();
-        } else {
-            let rest: heapless::Vec<_, R> = r.read_states[n..].iter().copied().collect();
-            r.read_states = rest;
-        }
+        r.read_states.rotate_left(n);
+        r.read_states.truncate(r.read_states.len() - n);
         if r.role == Role::Leader {
             r.leader_persisted();
             r.maybe_append_noop();

@@ -1123,7 +1123,7 @@ fn s5_3_lost_append_in_replicate_is_noticed_by_the_next_heartbeats() {
     assert_eq!(c.node(2).status().last_index, Index(1), "2 lost the append");
     // Heartbeats go out every tick. The first answer records where 2 stands; the second shows
     // no movement, so the leader asks about the entry before `next`, is refused, and resends:
-    // a few ticks, well before the stall timer's election timeout (10 ticks).
+    // a few ticks, well within an election timeout (10 ticks).
     let mut ticks = 0;
     while c.node(2).status().last_index < Index(2) {
         assert!(ticks < 4, "the lost append was not noticed by heartbeats");
@@ -1135,6 +1135,32 @@ fn s5_3_lost_append_in_replicate_is_noticed_by_the_next_heartbeats() {
         stored_log(c.node(2).storage()),
         stored_log(c.node(1).storage())
     );
+}
+
+#[test]
+fn s5_3_leader_does_not_spin_on_a_member_behind_the_compacted_prefix() {
+    let mut c = led_by_node_1();
+    // Node 3 misses five entries, which the leader then compacts away.
+    c.down = vec![NodeId(3)];
+    for k in 0..5u8 {
+        c.node(1).propose(&[k]).expect("leader accepts");
+        c.settle();
+    }
+    let applied = c.node(1).status().applied;
+    c.node(1)
+        .storage_mut()
+        .compact(applied)
+        .expect("applied entries are held");
+    c.down.clear();
+    for _ in 0..3 {
+        c.node(1).tick();
+        c.settle();
+    }
+    // Node 3 cannot be served without a snapshot: the leader counts it and goes quiet rather
+    // than reporting work it cannot do (`settle` would panic on a Ready that never ends).
+    assert!(c.node(1).counters().compacted_peers > 0);
+    assert!(!c.node(1).has_ready());
+    assert!(c.node(3).status().last_index < applied);
 }
 
 #[test]

@@ -270,7 +270,6 @@ impl<
         if let Body::Append {
             prev_index,
             prev_term,
-            entries,
             ..
         } = m.body
         {
@@ -278,7 +277,6 @@ impl<
                 self.counters.malformed += 1;
                 return Err(StepError::Malformed);
             }
-            let _ = entries;
         }
 
         if m.term > self.term {

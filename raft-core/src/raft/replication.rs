@@ -116,24 +116,6 @@ impl<
                 return;
             }
         }
-        // A follower in Replicate that has not moved for an election timeout while behind
-        // lost appends (or their answers): probe it again from its match point.
-        let last = self.log.last_index();
-        let limit = self.election_ticks;
-        for p in self.tracker.peers.iter_mut() {
-            if p.id == self.id {
-                continue;
-            }
-            if p.state == ProgressState::Replicate && p.matched < last {
-                p.stalled_ticks += 1;
-                if p.stalled_ticks >= limit {
-                    p.become_probe();
-                    p.next = p.matched.next();
-                }
-            } else {
-                p.stalled_ticks = 0;
-            }
-        }
         if self.heartbeat_elapsed >= self.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
             self.broadcast_heartbeat();
@@ -169,6 +151,9 @@ impl<
             p.id != self.id
                 && !p.paused()
                 && (p.next <= last || (p.state == ProgressState::Probe && !p.probe_sent))
+                // A member behind the compacted prefix cannot be sent anything (it needs a
+                // snapshot); counting it would keep `has_ready` true forever.
+                && self.log.term(p.next.prev()).is_some()
         })
     }
 
@@ -299,7 +284,6 @@ impl<
         match reject {
             None => {
                 if p.maybe_update(index) {
-                    p.stalled_ticks = 0;
                     match p.state {
                         ProgressState::Probe => p.become_replicate(),
                         ProgressState::Replicate => p.inflights.free_le(index),
@@ -349,8 +333,9 @@ impl<
         }
         // Behind at the previous heartbeat answer already, and no acknowledgement since: for a
         // whole heartbeat interval the appends in flight went unanswered, so they were probably
-        // lost. Ask about `next - 1`, so that a refusal starts backtracking now rather than
-        // after the stall timer.
+        // lost. Ask about `next - 1`: a refusal starts backtracking, an acceptance catches
+        // `matched` up. (This is the only recovery needed: an append or answer lost in
+        // Replicate is always followed by heartbeat answers, or the member is unreachable.)
         let behind = p.matched < last;
         let stalled = p.state == ProgressState::Replicate
             && behind

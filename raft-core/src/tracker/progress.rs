@@ -28,9 +28,6 @@ pub(crate) struct Progress<const W: usize> {
     pub(crate) inflights: Inflights<W>,
     /// Heard from within the current check-quorum period.
     pub(crate) recent_active: bool,
-    /// Leader ticks this member has been behind in `Replicate` without `matched` moving: past
-    /// an election timeout, appends were lost and the leader falls back to probing.
-    pub(crate) stalled_ticks: u32,
     /// `matched` at the previous heartbeat answer if the member was behind then: still behind
     /// at the same point one heartbeat later means the appends in flight may be lost.
     pub(crate) behind_at_heartbeat: Option<Index>,
@@ -50,7 +47,6 @@ impl<const W: usize> Progress<W> {
             probe_sent: false,
             inflights: Inflights::new(),
             recent_active: false,
-            stalled_ticks: 0,
             behind_at_heartbeat: None,
             read_round: 0,
             vote: None,
@@ -63,7 +59,6 @@ impl<const W: usize> Progress<W> {
         self.next = last.next();
         self.become_probe();
         self.recent_active = true;
-        self.stalled_ticks = 0;
         self.behind_at_heartbeat = None;
         self.read_round = 0;
     }
@@ -111,7 +106,7 @@ impl<const W: usize> Progress<W> {
                 // even though `matched` has since caught up to it: the follower refused it
                 // before it held entry `rejected` (the append overtook the one carrying that
                 // entry), so the entries after `matched` were dropped. Ignoring it would leave
-                // them counted in flight until the stall timer fires; resend from
+                // them counted in flight until the next heartbeats notice; resend from
                 // `matched + 1` instead (at worst a duplicate, which the follower acknowledges).
                 if rejected < self.matched {
                     return false;
