@@ -137,35 +137,43 @@ impl<
     /// proposal since the last one. A later committed entry at that index with another term
     /// means the proposal was lost to a leader change.
     pub fn propose(&mut self, data: &[u8]) -> Result<Index, ProposeError> {
+        let checked = self.admit(data.len());
         let r = &mut self.raft;
-        if r.role != Role::Leader {
-            let leader = (!r.leader.is_none()).then_some(r.leader);
-            return Err(ProposeError::NotLeader { leader });
-        }
-        if data.len() > r.max_entry_bytes {
-            return Err(ProposeError::TooLarge {
-                len: data.len(),
-                max: r.max_entry_bytes,
-            });
-        }
-        let uncommitted = r.log.last_index().0 - r.log.commit.0;
-        if uncommitted >= r.max_uncommitted {
+        let appended = checked.and_then(|()| {
+            r.log
+                .append(r.term, EntryKind::Normal, data)
+                .map_err(|_| ProposeError::Busy)
+        });
+        if appended == Err(ProposeError::Busy) {
             r.counters.proposals_busy += 1;
-            return Err(ProposeError::Busy);
         }
-        r.log.append(r.term, EntryKind::Normal, data).map_err(|_| {
-            r.counters.proposals_busy += 1;
-            ProposeError::Busy
-        })
+        appended
     }
 
     /// Whether a proposal of `len` bytes would be accepted now (leader, size, room).
     pub fn can_propose(&self, len: usize) -> bool {
+        self.admit(len).is_ok()
+    }
+
+    /// The checks `propose` makes before appending: one place, so that `can_propose` answers
+    /// exactly what `propose` would do.
+    fn admit(&self, len: usize) -> Result<(), ProposeError> {
         let r = &self.raft;
-        r.role == Role::Leader
-            && len <= r.max_entry_bytes
-            && r.log.last_index().0 - r.log.commit.0 < r.max_uncommitted
-            && r.log.can_append(len)
+        if r.role != Role::Leader {
+            let leader = (!r.leader.is_none()).then_some(r.leader);
+            return Err(ProposeError::NotLeader { leader });
+        }
+        if len > r.max_entry_bytes {
+            return Err(ProposeError::TooLarge {
+                len,
+                max: r.max_entry_bytes,
+            });
+        }
+        let uncommitted = r.log.last_index().0 - r.log.commit.0;
+        if uncommitted >= r.max_uncommitted || !r.log.can_append(len) {
+            return Err(ProposeError::Busy);
+        }
+        Ok(())
     }
 
     /// Starts an election now (with a pre-vote round first if configured), as if the election
