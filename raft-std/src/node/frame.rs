@@ -1,0 +1,168 @@
+//! What the node puts inside a transport frame: a kind byte, then the kind's body.
+//!
+//! ```text
+//! [0] raft-core message bytes                       a Raft message (raft_core::message)
+//! [1] request id: u64 LE, command bytes             a follower forwards a proposal to the leader
+//! [2] request id: u64 LE, outcome: u8, response     the leader's answer to a forwarded proposal
+//! ```
+//!
+//! Outcomes: 0 applied (the state machine's response follows), 1 not committed and safe to
+//! retry (lost to a leader change, or the receiver is not the leader), 2 busy (retry later),
+//! 3 too large (final).
+
+pub(crate) const RAFT: u8 = 0;
+pub(crate) const FORWARD: u8 = 1;
+pub(crate) const FORWARD_REPLY: u8 = 2;
+
+/// How a forwarded proposal ended, as the leader reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Applied,
+    Retry,
+    Busy,
+    TooLarge,
+}
+
+impl Outcome {
+    fn code(self) -> u8 {
+        match self {
+            Outcome::Applied => 0,
+            Outcome::Retry => 1,
+            Outcome::Busy => 2,
+            Outcome::TooLarge => 3,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<Self> {
+        Some(match c {
+            0 => Outcome::Applied,
+            1 => Outcome::Retry,
+            2 => Outcome::Busy,
+            3 => Outcome::TooLarge,
+            _ => return None,
+        })
+    }
+}
+
+/// A decoded frame, borrowing from the received bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Frame<'a> {
+    Raft(&'a [u8]),
+    Forward {
+        id: u64,
+        command: &'a [u8],
+    },
+    ForwardReply {
+        id: u64,
+        outcome: Outcome,
+        response: &'a [u8],
+    },
+}
+
+/// The frame is not one this node understands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BadFrame;
+
+impl<'a> Frame<'a> {
+    pub(crate) fn decode(b: &'a [u8]) -> Result<Self, BadFrame> {
+        let (&kind, rest) = b.split_first().ok_or(BadFrame)?;
+        match kind {
+            RAFT => Ok(Frame::Raft(rest)),
+            FORWARD => {
+                let (id, command) = split_u64(rest)?;
+                Ok(Frame::Forward { id, command })
+            }
+            FORWARD_REPLY => {
+                let (id, rest) = split_u64(rest)?;
+                let (&code, response) = rest.split_first().ok_or(BadFrame)?;
+                let outcome = Outcome::from_code(code).ok_or(BadFrame)?;
+                Ok(Frame::ForwardReply {
+                    id,
+                    outcome,
+                    response,
+                })
+            }
+            _ => Err(BadFrame),
+        }
+    }
+}
+
+fn split_u64(b: &[u8]) -> Result<(u64, &[u8]), BadFrame> {
+    if b.len() < 8 {
+        return Err(BadFrame);
+    }
+    let (head, rest) = b.split_at(8);
+    let mut a = [0u8; 8];
+    a.copy_from_slice(head);
+    Ok((u64::from_le_bytes(a), rest))
+}
+
+pub(crate) fn encode_raft(out: &mut Vec<u8>, message: &[u8]) {
+    out.clear();
+    out.push(RAFT);
+    out.extend_from_slice(message);
+}
+
+pub(crate) fn encode_forward(out: &mut Vec<u8>, id: u64, command: &[u8]) {
+    out.clear();
+    out.push(FORWARD);
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(command);
+}
+
+pub(crate) fn encode_reply(out: &mut Vec<u8>, id: u64, outcome: Outcome, response: &[u8]) {
+    out.clear();
+    out.push(FORWARD_REPLY);
+    out.extend_from_slice(&id.to_le_bytes());
+    out.push(outcome.code());
+    out.extend_from_slice(response);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let mut b = Vec::new();
+        encode_raft(&mut b, b"msg");
+        assert_eq!(Frame::decode(&b), Ok(Frame::Raft(b"msg")));
+        encode_forward(&mut b, 7, b"cmd");
+        assert_eq!(
+            Frame::decode(&b),
+            Ok(Frame::Forward {
+                id: 7,
+                command: b"cmd"
+            })
+        );
+        for outcome in [
+            Outcome::Applied,
+            Outcome::Retry,
+            Outcome::Busy,
+            Outcome::TooLarge,
+        ] {
+            encode_reply(&mut b, u64::MAX, outcome, b"r");
+            assert_eq!(
+                Frame::decode(&b),
+                Ok(Frame::ForwardReply {
+                    id: u64::MAX,
+                    outcome,
+                    response: b"r"
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_know() {
+        assert_eq!(Frame::decode(b""), Err(BadFrame));
+        assert_eq!(Frame::decode(&[9, 1, 2]), Err(BadFrame));
+        assert_eq!(Frame::decode(&[FORWARD, 1, 2, 3]), Err(BadFrame));
+        let mut b = Vec::new();
+        encode_reply(&mut b, 1, Outcome::Applied, b"");
+        b[9] = 200;
+        assert_eq!(Frame::decode(&b), Err(BadFrame));
+        b.truncate(9);
+        assert_eq!(Frame::decode(&b), Err(BadFrame));
+    }
+}
