@@ -304,6 +304,8 @@ struct Unsent {
 /// A proposal forwarded to the leader, awaiting its reply.
 struct Forwarded {
     unsent: Unsent,
+    /// The leader it went to.
+    to: NodeId,
 }
 
 struct ReadReq {
@@ -655,6 +657,23 @@ impl<M: StateMachine> Driver<M> {
                 "leader changed"
             );
         }
+        // Proposals forwarded to a leader that lost its leadership (or died) will get no
+        // answer: say "unknown outcome" now rather than at their deadline, so clients move on
+        // to the new leader within an election instead of a request timeout.
+        if let Some(old) = self.last_leader.filter(|&old| Some(old) != leader) {
+            let stranded: Vec<u64> = self
+                .forwarded
+                .iter()
+                .filter(|(_, f)| f.to == old)
+                .map(|(&id, _)| id)
+                .collect();
+            for id in stranded {
+                if let Some(f) = self.forwarded.remove(&id) {
+                    self.metrics.timeouts += 1;
+                    f.unsent.slot.fill(Err(RequestError::Timeout));
+                }
+            }
+        }
         self.last_leader = leader;
         self.last_term = term;
         // The core drops ReadIndex requests across a change of leadership: ask again.
@@ -699,7 +718,13 @@ impl<M: StateMachine> Driver<M> {
                 match self.transport.send(leader, &self.frame) {
                     Ok(()) => {
                         self.metrics.forwarded += 1;
-                        self.forwarded.insert(id, Forwarded { unsent: u });
+                        self.forwarded.insert(
+                            id,
+                            Forwarded {
+                                unsent: u,
+                                to: leader,
+                            },
+                        );
                     }
                     Err(e) => {
                         if matches!(e, SendError::QueueFull | SendError::NotConnected) {

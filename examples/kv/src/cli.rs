@@ -1,0 +1,454 @@
+//! The command line: `serve` (one member of a cluster), `demo` (three members in one process),
+//! and the hidden test aid `serve-local` (the RESP layer over an in-process store, no Raft).
+
+use std::error::Error;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use raft_std::{Node, NodeConfig, NodeId};
+
+use crate::backend::{LocalBackend, RaftBackend};
+use crate::limits::{DEFAULT_MAX_CLIENTS, MAX_COMMAND_BYTES};
+use crate::server::{Server, ServerConfig};
+use crate::store::KvStore;
+
+/// The cluster id used when `--cluster-id` is not given: "tickraft" in ASCII.
+pub const DEFAULT_CLUSTER_ID: u64 = 0x7469_636b_7261_6674;
+
+/// Errors of the command line's glue: messages for a person, printed once by `main`.
+pub type CliError = Box<dyn Error + Send + Sync>;
+
+/// A replicated key-value and counter server on tickraft, speaking the Redis protocol (RESP2).
+#[derive(Debug, Parser)]
+#[command(name = "tickraft-kv", version, max_term_width = 100)]
+pub struct Cli {
+    /// Log filter in RUST_LOG syntax (`debug`, `info,raft_std=debug`). Default: RUST_LOG if
+    /// set, else `info`. Logs go to stderr.
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one member of a cluster: its Raft node and its RESP server.
+    Serve(ServeArgs),
+    /// Run a 3-node cluster on loopback in this process, with a RESP server per node.
+    Demo(DemoArgs),
+    /// Test aid: the RESP server over a store in this process, without Raft (every write
+    /// applies at once). For trying client tools against the protocol layer.
+    #[command(hide = true)]
+    ServeLocal(LocalArgs),
+}
+
+/// `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// This member's id (1 or more); it must appear in --peers.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub id: u64,
+
+    /// Every member's Raft address, this node's included: ID=HOST:PORT,...
+    #[arg(long, value_name = "ID=ADDR,...", value_delimiter = ',', required = true,
+          value_parser = parse_peer)]
+    pub peers: Vec<(u64, SocketAddr)>,
+
+    /// Where to serve RESP clients (HOST:PORT).
+    #[arg(long, value_name = "ADDR")]
+    pub client: String,
+
+    /// The write-ahead log's directory. Restarting with the same directory recovers the node.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+
+    /// Connections served at once; more are refused.
+    #[arg(long, default_value_t = DEFAULT_MAX_CLIENTS)]
+    pub max_clients: usize,
+
+    /// Raft timing and durability.
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// Options of a Raft node, shared by `serve` and `demo`.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Shared by every member and checked when they connect, so that a node of another
+    /// cluster is refused (decimal, or hexadecimal with 0x). The default is "tickraft" in ASCII.
+    #[arg(long, value_parser = parse_u64, default_value = "0x7469636b72616674")]
+    pub cluster_id: u64,
+
+    /// The tick interval, in milliseconds.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub tick_ms: u64,
+
+    /// A follower without a leader campaigns after between this many and twice this many
+    /// ticks.
+    #[arg(long, default_value_t = 10)]
+    pub election_ticks: u32,
+
+    /// A leader heartbeats every this many ticks.
+    #[arg(long, default_value_t = 2)]
+    pub heartbeat_ticks: u32,
+
+    /// A request not completed in this time fails (CLUSTERDOWN if no leader was reached,
+    /// TIMEOUT if a write's outcome is unknown), in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    pub request_timeout_ms: u64,
+
+    /// DANGER: never fsync the log. Acknowledged writes can be lost, and a member that
+    /// forgets its vote or log can break Raft's safety. Only for benchmarks of everything
+    /// else.
+    #[arg(long)]
+    pub dangerously_skip_fsync: bool,
+}
+
+/// `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The first RESP port; the nodes serve on this port and the next two.
+    #[arg(long, default_value_t = 6381)]
+    pub base_port: u16,
+
+    /// The first Raft port; the nodes talk to each other on this port and the next two.
+    #[arg(long, default_value_t = 7001)]
+    pub raft_base_port: u16,
+
+    /// Keep the logs here (in node1/, node2/, node3/) instead of a temporary directory that is
+    /// removed on exit; running again with the same directory recovers the data.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Connections each RESP server serves at once.
+    #[arg(long, default_value_t = DEFAULT_MAX_CLIENTS)]
+    pub max_clients: usize,
+
+    /// Raft timing and durability.
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// `serve-local`.
+#[derive(Debug, Args)]
+pub struct LocalArgs {
+    /// Where to serve RESP clients (HOST:PORT).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6381")]
+    pub client: String,
+
+    /// Connections served at once; more are refused.
+    #[arg(long, default_value_t = DEFAULT_MAX_CLIENTS)]
+    pub max_clients: usize,
+}
+
+/// `ID=HOST:PORT`.
+fn parse_peer(s: &str) -> Result<(u64, SocketAddr), String> {
+    let (id, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not ID=HOST:PORT"))?;
+    let id: u64 = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{id}` is not a member id"))?;
+    if id == 0 {
+        return Err("member ids start at 1".into());
+    }
+    let addr = addr
+        .trim()
+        .to_socket_addrs()
+        .map_err(|e| format!("`{addr}`: {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{addr}` resolves to no address"))?;
+    Ok((id, addr))
+}
+
+/// A u64 in decimal or (with `0x`) hexadecimal.
+fn parse_u64(s: &str) -> Result<u64, String> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(&hex.replace('_', ""), 16),
+        None => s.replace('_', "").parse(),
+    };
+    parsed.map_err(|e| format!("`{s}`: {e}"))
+}
+
+/// Checks a member list: no id twice, no address twice, and `id` among them.
+pub fn check_members(id: u64, peers: &[(u64, SocketAddr)]) -> Result<(), String> {
+    for (i, (a, addr)) in peers.iter().enumerate() {
+        for (b, other) in &peers[i + 1..] {
+            if a == b {
+                return Err(format!("member {a} is listed twice in --peers"));
+            }
+            if addr == other {
+                return Err(format!("members {a} and {b} share the address {addr}"));
+            }
+        }
+    }
+    if !peers.iter().any(|(p, _)| *p == id) {
+        return Err(format!("--peers does not list this node's id {id}"));
+    }
+    Ok(())
+}
+
+/// The node configuration for these options.
+pub fn node_config(
+    id: u64,
+    peers: &[(u64, SocketAddr)],
+    data_dir: &Path,
+    args: &NodeArgs,
+) -> NodeConfig {
+    let members = peers.iter().map(|&(i, a)| (NodeId(i), a)).collect();
+    let mut c = NodeConfig::new(NodeId(id), args.cluster_id, members, data_dir);
+    c.tick = Duration::from_millis(args.tick_ms);
+    c.election_ticks = args.election_ticks;
+    c.heartbeat_ticks = args.heartbeat_ticks;
+    c.request_timeout = Duration::from_millis(args.request_timeout_ms);
+    // The RESP limits are derived from this figure; keep the node's in step with them.
+    c.max_command_bytes = MAX_COMMAND_BYTES;
+    c.wal.dangerously_skip_fsync = args.dangerously_skip_fsync;
+    c
+}
+
+/// Sets up logging to stderr from `--log-level`, else RUST_LOG, else `info`.
+pub fn init_logging(log_level: Option<&str>) -> Result<(), CliError> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match log_level {
+        Some(level) => {
+            EnvFilter::try_new(level).map_err(|e| format!("--log-level `{level}`: {e}"))?
+        }
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in a test's or a service's log.
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init()?;
+    Ok(())
+}
+
+/// Runs the chosen subcommand until Ctrl-C (or SIGTERM).
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Demo(args) => demo(args),
+        Command::ServeLocal(args) => serve_local(args),
+    }
+}
+
+fn warn_if_unsafe(args: &NodeArgs) {
+    if args.dangerously_skip_fsync {
+        tracing::warn!(
+            "!!! --dangerously-skip-fsync: the log is never synced to disk. A crash or power \
+             loss can lose acknowledged writes and break Raft's safety. Never use this for \
+             data you care about. !!!"
+        );
+    }
+}
+
+/// Binds a RESP listener, naming the address in the error.
+fn bind(addr: &str) -> Result<TcpListener, CliError> {
+    TcpListener::bind(addr).map_err(|e| format!("cannot listen for clients on {addr}: {e}").into())
+}
+
+/// Blocks until SIGINT or SIGTERM.
+fn wait_for_signal() -> Result<(), CliError> {
+    let (tx, rx) = mpsc::channel();
+    ctrlc::set_handler(move || {
+        let _ = tx.send(());
+    })
+    .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+    // An error means the handler (the only sender) is gone, which ends the wait just the same.
+    let _ = rx.recv();
+    tracing::info!("signal received; shutting down");
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> Result<(), CliError> {
+    check_members(args.id, &args.peers)?;
+    warn_if_unsafe(&args.node);
+    let listener = bind(&args.client)?;
+    let config = node_config(args.id, &args.peers, &args.data_dir, &args.node);
+    let store = KvStore::new();
+    let keys = store.key_count();
+    let node =
+        Node::start(config, store).map_err(|e| format!("node {} cannot start: {e}", args.id))?;
+    let backend = Arc::new(RaftBackend::new(node.handle(), keys));
+    let server = Server::start(
+        listener,
+        backend,
+        ServerConfig {
+            max_clients: args.max_clients,
+        },
+    )?;
+    tracing::info!(
+        id = args.id,
+        client = %server.local_addr(),
+        raft = %node.raft_addr(),
+        data_dir = %args.data_dir.display(),
+        "serving"
+    );
+    wait_for_signal()?;
+    server.shutdown();
+    node.shutdown();
+    Ok(())
+}
+
+fn demo(args: DemoArgs) -> Result<(), CliError> {
+    warn_if_unsafe(&args.node);
+    let port = |base: u16, i: u16| {
+        base.checked_add(i)
+            .ok_or_else(|| format!("port {base} + {i} is past 65535"))
+    };
+    let mut peers = Vec::new();
+    for i in 0..3u16 {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port(args.raft_base_port, i)?));
+        peers.push((u64::from(i) + 1, addr));
+    }
+    // Kept alive until the end of the function, which removes the directory.
+    let temp;
+    let base_dir = match &args.data_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("tickraft-kv-demo-")
+                .tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    let mut nodes = Vec::new();
+    let mut servers = Vec::new();
+    for &(id, _) in &peers {
+        let client = format!("127.0.0.1:{}", port(args.base_port, (id - 1) as u16)?);
+        let listener = bind(&client)?;
+        let config = node_config(id, &peers, &base_dir.join(format!("node{id}")), &args.node);
+        let store = KvStore::new();
+        let keys = store.key_count();
+        let node =
+            Node::start(config, store).map_err(|e| format!("node {id} cannot start: {e}"))?;
+        let backend = Arc::new(RaftBackend::new(node.handle(), keys));
+        let server_config = ServerConfig {
+            max_clients: args.max_clients,
+        };
+        servers.push(Server::start(listener, backend, server_config)?);
+        nodes.push(node);
+    }
+    println!("tickraft-kv demo: a 3-node Raft cluster in this process");
+    println!("  logs in {}", base_dir.display());
+    for (server, node) in servers.iter().zip(&nodes) {
+        println!(
+            "  node {}: clients on {}  (raft on {})",
+            node.handle().id(),
+            server.local_addr(),
+            node.raft_addr()
+        );
+    }
+    let first = args.base_port;
+    println!("try:");
+    println!("  redis-cli -p {first} SET counter 1");
+    println!("  redis-cli -p {} INCR counter", first + 1);
+    println!("  redis-cli -p {} GET counter", first + 2);
+    println!("  redis-cli -p {} INFO raft", first + 1);
+    println!("Ctrl-C stops the cluster.");
+    wait_for_signal()?;
+    // Clients first, so that no request reaches a node that is shutting down.
+    for server in servers {
+        server.shutdown();
+    }
+    for node in nodes {
+        node.shutdown();
+    }
+    Ok(())
+}
+
+fn serve_local(args: LocalArgs) -> Result<(), CliError> {
+    let listener = bind(&args.client)?;
+    let server = Server::start(
+        listener,
+        Arc::new(LocalBackend::new()),
+        ServerConfig {
+            max_clients: args.max_clients,
+        },
+    )?;
+    tracing::warn!(
+        client = %server.local_addr(),
+        "serve-local: an in-process store without Raft, for testing clients; nothing is \
+         replicated or persisted"
+    );
+    wait_for_signal()?;
+    server.shutdown();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_command_line_parses() {
+        let cli = Cli::try_parse_from([
+            "tickraft-kv",
+            "serve",
+            "--id",
+            "1",
+            "--peers",
+            "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003",
+            "--client",
+            "127.0.0.1:6381",
+            "--data-dir",
+            "/tmp/x",
+            "--cluster-id",
+            "0x10",
+            "--tick-ms",
+            "5",
+            "--dangerously-skip-fsync",
+            "--log-level",
+            "debug",
+        ])
+        .expect("the README's command line");
+        assert_eq!(cli.log_level.as_deref(), Some("debug"));
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        assert_eq!(args.id, 1);
+        assert_eq!(args.peers.len(), 3);
+        assert_eq!(args.peers[2], (3, "127.0.0.1:7003".parse().expect("addr")));
+        check_members(args.id, &args.peers).expect("valid members");
+        let c = node_config(args.id, &args.peers, &args.data_dir, &args.node);
+        assert_eq!(c.cluster_id, 16);
+        assert_eq!(c.tick, Duration::from_millis(5));
+        assert_eq!(c.election_ticks, 10);
+        assert_eq!(c.heartbeat_ticks, 2);
+        assert_eq!(c.request_timeout, Duration::from_secs(3));
+        assert_eq!(c.max_command_bytes, MAX_COMMAND_BYTES);
+        assert!(c.wal.dangerously_skip_fsync);
+        assert_eq!(args.max_clients, DEFAULT_MAX_CLIENTS);
+    }
+
+    #[test]
+    fn defaults_and_bad_members() {
+        let cli = Cli::try_parse_from(["tickraft-kv", "demo"]).expect("bare demo");
+        let Command::Demo(d) = cli.command else {
+            panic!("not demo");
+        };
+        assert_eq!((d.base_port, d.raft_base_port), (6381, 7001));
+        assert_eq!(d.node.cluster_id, DEFAULT_CLUSTER_ID);
+        assert!(!d.node.dangerously_skip_fsync);
+        assert!(parse_peer("0=127.0.0.1:1").is_err());
+        assert!(parse_peer("1:127.0.0.1:1").is_err());
+        assert!(parse_peer("x=127.0.0.1:1").is_err());
+        let a: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let b: SocketAddr = "127.0.0.1:2".parse().expect("addr");
+        assert!(check_members(1, &[(1, a), (1, b)]).is_err());
+        assert!(check_members(1, &[(1, a), (2, a)]).is_err());
+        assert!(check_members(3, &[(1, a), (2, b)]).is_err());
+        assert!(Cli::try_parse_from(["tickraft-kv", "serve", "--id", "0"]).is_err());
+    }
+}

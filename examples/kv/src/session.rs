@@ -1,0 +1,303 @@
+//! One client connection's state and command dispatch: transactions, the client's name, and
+//! the mapping of node errors onto RESP errors.
+
+use std::sync::Arc;
+
+use raft_std::RequestError;
+
+use crate::codec::Transaction;
+use crate::command::{ClientCommand, Command, CommandsQuery, Op, COMMAND_NAMES};
+use crate::info;
+use crate::resp::{write_array_len, write_bulk, write_error, write_integer, write_nil, Args};
+use crate::server::Shared;
+
+/// Whether the connection stays open after a reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// Read the next request.
+    Continue,
+    /// Flush the reply and close (`QUIT`, or the node has shut down).
+    Close,
+}
+
+/// A `MULTI` in progress.
+#[derive(Debug, Default)]
+struct Multi {
+    queued: Transaction,
+    /// A command was refused while queueing, so `EXEC` must fail (as in Redis).
+    aborted: bool,
+}
+
+/// The state of one connection.
+pub(crate) struct Session {
+    shared: Arc<Shared>,
+    id: u64,
+    name: Vec<u8>,
+    multi: Option<Multi>,
+}
+
+impl Session {
+    pub(crate) fn new(shared: Arc<Shared>, id: u64) -> Self {
+        Session {
+            shared,
+            id,
+            name: Vec::new(),
+            multi: None,
+        }
+    }
+
+    /// Answers one request into `out`.
+    pub(crate) fn handle(&mut self, args: Args, out: &mut Vec<u8>) -> Flow {
+        let command = Command::parse(args);
+        if let Some(multi) = &mut self.multi {
+            return match command {
+                Ok(Command::Exec) => self.exec(out),
+                Ok(Command::Discard) => {
+                    self.multi = None;
+                    ok(out)
+                }
+                Ok(Command::Multi) => {
+                    write_error(out, "ERR MULTI calls can not be nested");
+                    Flow::Continue
+                }
+                Ok(Command::Quit) => {
+                    ok(out);
+                    Flow::Close
+                }
+                Ok(Command::Op(op)) => {
+                    match multi.queued.push(&op) {
+                        Ok(()) => out.extend_from_slice(b"+QUEUED\r\n"),
+                        Err(full) => {
+                            multi.aborted = true;
+                            write_error(out, &full.to_string());
+                        }
+                    }
+                    Flow::Continue
+                }
+                Ok(_) => {
+                    multi.aborted = true;
+                    write_error(out, "ERR Command not allowed inside a transaction");
+                    Flow::Continue
+                }
+                Err(e) => {
+                    multi.aborted = true;
+                    e.write(out);
+                    Flow::Continue
+                }
+            };
+        }
+        match command {
+            Ok(c) => self.execute(c, out),
+            Err(e) => {
+                e.write(out);
+                Flow::Continue
+            }
+        }
+    }
+
+    fn execute(&mut self, command: Command, out: &mut Vec<u8>) -> Flow {
+        match command {
+            Command::Op(Op::Ping(None)) => out.extend_from_slice(b"+PONG\r\n"),
+            Command::Op(Op::Ping(Some(msg)) | Op::Echo(msg)) => write_bulk(out, &msg),
+            Command::Op(op) if op.is_write() => {
+                return self.forward(out, op.encode(), true);
+            }
+            Command::Op(op) => return self.forward(out, op.encode(), false),
+            Command::Multi => {
+                self.multi = Some(Multi::default());
+                ok(out);
+            }
+            Command::Exec => write_error(out, "ERR EXEC without MULTI"),
+            Command::Discard => write_error(out, "ERR DISCARD without MULTI"),
+            Command::Quit => {
+                ok(out);
+                return Flow::Close;
+            }
+            Command::Select => {
+                ok(out);
+            }
+            Command::Hello { setname } => {
+                if let Some(name) = setname {
+                    self.set_name(name);
+                }
+                self.hello(out);
+            }
+            Command::Info(sections) => {
+                write_bulk(out, info::info(&self.shared, &sections).as_bytes())
+            }
+            Command::Client(c) => self.client(c, out),
+            Command::ConfigGet(patterns) => info::config_get(&self.shared, &patterns, out),
+            Command::Commands(q) => match q {
+                CommandsQuery::Empty => write_array_len(out, 0),
+                CommandsQuery::Count => write_integer(out, COMMAND_NAMES.len() as i64),
+                CommandsQuery::List => {
+                    write_array_len(out, COMMAND_NAMES.len());
+                    for name in COMMAND_NAMES {
+                        write_bulk(out, name.as_bytes());
+                    }
+                }
+                CommandsQuery::Info(n) => {
+                    write_array_len(out, n);
+                    (0..n).for_each(|_| write_nil(out));
+                }
+            },
+        }
+        Flow::Continue
+    }
+
+    fn exec(&mut self, out: &mut Vec<u8>) -> Flow {
+        let Some(multi) = self.multi.take() else {
+            write_error(out, "ERR EXEC without MULTI");
+            return Flow::Continue;
+        };
+        if multi.aborted {
+            write_error(
+                out,
+                "EXECABORT Transaction discarded because of previous errors.",
+            );
+            return Flow::Continue;
+        }
+        if multi.queued.is_empty() {
+            write_array_len(out, 0);
+            return Flow::Continue;
+        }
+        // A transaction without writes changes nothing, so a linearizable read of the whole
+        // batch gives the same answer as a log entry, without one.
+        let write = multi.queued.has_writes();
+        self.forward(out, multi.queued.encode(), write)
+    }
+
+    /// Sends an encoded command (or query) to the node and writes its reply.
+    fn forward(&self, out: &mut Vec<u8>, encoded: Vec<u8>, write: bool) -> Flow {
+        let result = if write {
+            self.shared.backend.propose(&encoded)
+        } else {
+            self.shared.backend.read(&encoded)
+        };
+        match result {
+            Ok(reply) => {
+                out.extend_from_slice(&reply);
+                Flow::Continue
+            }
+            Err(e) => write_request_error(out, e, write),
+        }
+    }
+
+    fn set_name(&mut self, name: Vec<u8>) {
+        self.shared.set_client_name(self.id, name.clone());
+        self.name = name;
+    }
+
+    fn client(&mut self, c: ClientCommand, out: &mut Vec<u8>) {
+        match c {
+            ClientCommand::SetName(name) => {
+                self.set_name(name);
+                ok(out);
+            }
+            ClientCommand::GetName if self.name.is_empty() => write_nil(out),
+            ClientCommand::GetName => write_bulk(out, &self.name),
+            ClientCommand::Id => write_integer(out, self.id as i64),
+            ClientCommand::List => write_bulk(out, self.shared.client_lines(None).as_bytes()),
+            ClientCommand::Info => {
+                write_bulk(out, self.shared.client_lines(Some(self.id)).as_bytes());
+            }
+            ClientCommand::Ignored => {
+                ok(out);
+            }
+        }
+    }
+
+    /// `HELLO`'s reply in RESP2: a flat array of field names and values.
+    fn hello(&self, out: &mut Vec<u8>) {
+        let leader = self.shared.backend.status().role == "leader";
+        write_array_len(out, 14);
+        for (k, v) in [("server", "redis"), ("version", info::REDIS_VERSION)] {
+            write_bulk(out, k.as_bytes());
+            write_bulk(out, v.as_bytes());
+        }
+        write_bulk(out, b"proto");
+        write_integer(out, 2);
+        write_bulk(out, b"id");
+        write_integer(out, self.id as i64);
+        write_bulk(out, b"mode");
+        write_bulk(out, b"standalone");
+        write_bulk(out, b"role");
+        write_bulk(out, if leader { b"master" } else { b"replica" });
+        write_bulk(out, b"modules");
+        write_array_len(out, 0);
+    }
+}
+
+fn ok(out: &mut Vec<u8>) -> Flow {
+    out.extend_from_slice(b"+OK\r\n");
+    Flow::Continue
+}
+
+/// The RESP error for a request the node did not complete.
+fn write_request_error(out: &mut Vec<u8>, e: RequestError, write: bool) -> Flow {
+    match e {
+        RequestError::NoLeader => write_error(out, "CLUSTERDOWN no leader could be reached"),
+        RequestError::Timeout if write => {
+            write_error(out, "TIMEOUT the outcome of the write is unknown");
+        }
+        RequestError::Timeout => write_error(out, "TIMEOUT the read timed out"),
+        RequestError::Busy => write_error(out, "TRYAGAIN node is busy, retry"),
+        RequestError::TooLarge { len, max } => write_error(
+            out,
+            &format!("ERR command of {len} bytes is larger than the maximum of {max}"),
+        ),
+        RequestError::Shutdown => {
+            write_error(out, "ERR shutting down");
+            return Flow::Close;
+        }
+        other => write_error(out, &format!("ERR {other}")),
+    }
+    Flow::Continue
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_errors_map_to_resp_errors() {
+        let cases = [
+            (
+                RequestError::NoLeader,
+                true,
+                "-CLUSTERDOWN no leader could be reached\r\n",
+            ),
+            (
+                RequestError::Timeout,
+                true,
+                "-TIMEOUT the outcome of the write is unknown\r\n",
+            ),
+            (
+                RequestError::Timeout,
+                false,
+                "-TIMEOUT the read timed out\r\n",
+            ),
+            (
+                RequestError::Busy,
+                true,
+                "-TRYAGAIN node is busy, retry\r\n",
+            ),
+            (
+                RequestError::TooLarge { len: 10, max: 5 },
+                true,
+                "-ERR command of 10 bytes is larger than the maximum of 5\r\n",
+            ),
+        ];
+        for (e, write, want) in cases {
+            let mut out = Vec::new();
+            assert_eq!(write_request_error(&mut out, e, write), Flow::Continue);
+            assert_eq!(String::from_utf8(out).expect("ASCII"), want);
+        }
+        let mut out = Vec::new();
+        assert_eq!(
+            write_request_error(&mut out, RequestError::Shutdown, true),
+            Flow::Close
+        );
+        assert_eq!(out, b"-ERR shutting down\r\n");
+    }
+}
