@@ -26,7 +26,10 @@
 //!    state persisted in step 2 (a follower or candidate must never send one first).
 //! 4. **Apply** [`Ready::committed_entries`] to the state machine in order (skip
 //!    [`EntryKind::Noop`] entries), and serve each of [`Ready::read_states`] once applied
-//!    through its index.
+//!    through its index. This step may also come before the write of step 2 is durable
+//!    (once the entries are readable from the storage or the `Ready`): committed entries are
+//!    durable on a quorum already, so answering their clients need not wait for this node's
+//!    next fsync. raft-std does this.
 //! 5. **Advance**: drop the `Ready` and call [`Node::advance`].
 //!
 //! The node is deterministic: the same configuration (including [`Config::seed`]) and the

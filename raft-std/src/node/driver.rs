@@ -845,7 +845,6 @@ impl<M: StateMachine> Driver<M> {
         } = self;
         let mut unreachable: Vec<NodeId> = Vec::new();
         let mut lost: Vec<Waiter> = Vec::new();
-        let mut replies: Vec<(NodeId, u64, Vec<u8>)> = Vec::new();
         let mut failure: Option<WalError> = None;
         {
             let rd = core.ready();
@@ -853,33 +852,18 @@ impl<M: StateMachine> Driver<M> {
             for m in rd.messages.iter() {
                 send_raft(transport, buf, m.to, m.bytes, metrics, &mut unreachable);
             }
-            // 2. Persist: hard state and entries, one write and one fdatasync for the batch.
+            // 2. Persist hard state and entries: buffered into the log here, synced below.
             if let Some(hs) = rd.hard_state {
                 rd.storage.set_hard_state(hs);
             }
             if let Err(e) = rd.storage.append(rd.entries) {
                 failure = Some(e);
             }
-            if failure.is_none() && (rd.must_sync() || !rd.persisted_messages.is_empty()) {
-                match rd.storage.sync() {
-                    Ok(stats) => {
-                        if stats.synced {
-                            metrics.fsyncs += 1;
-                            let us = stats.duration.as_micros() as u64;
-                            metrics.fsync_micros_total += us;
-                            metrics.fsync_micros_max = metrics.fsync_micros_max.max(us);
-                        }
-                        metrics.wal_bytes += stats.bytes;
-                    }
-                    Err(e) => failure = Some(e),
-                }
-            }
             if failure.is_none() {
-                // 3. Votes and acknowledgements, now that what they promise is durable.
-                for m in rd.persisted_messages.iter() {
-                    send_raft(transport, buf, m.to, m.bytes, metrics, &mut unreachable);
-                }
-                // 4. Apply.
+                // 4. Apply, before the sync: committed entries are durable on a quorum
+                // already, so answering their clients need not wait for this batch's fsync
+                // (under load, the next batch's). The entries of this Ready are in the log's
+                // memory by now, so reading them works.
                 for entry in rd.committed_entries() {
                     let entry = match entry {
                         Ok(e) => e,
@@ -911,7 +895,11 @@ impl<M: StateMachine> Driver<M> {
                                     slot.fill(Ok(response));
                                 }
                                 Waiter::Remote { peer, id, .. } => {
-                                    replies.push((peer, id, response));
+                                    // Answered now, like local clients, not after the sync.
+                                    frame::encode_reply(buf, id, Outcome::Applied, &response);
+                                    if transport.send(peer, buf).is_err() {
+                                        metrics.messages_dropped += 1;
+                                    }
                                 }
                             }
                         } else {
@@ -926,6 +914,27 @@ impl<M: StateMachine> Driver<M> {
                     }
                 }
             }
+            // Make step 2 durable: one write and one fdatasync for the whole batch.
+            if failure.is_none() && (rd.must_sync() || !rd.persisted_messages.is_empty()) {
+                match rd.storage.sync() {
+                    Ok(stats) => {
+                        if stats.synced {
+                            metrics.fsyncs += 1;
+                            let us = stats.duration.as_micros() as u64;
+                            metrics.fsync_micros_total += us;
+                            metrics.fsync_micros_max = metrics.fsync_micros_max.max(us);
+                        }
+                        metrics.wal_bytes += stats.bytes;
+                    }
+                    Err(e) => failure = Some(e),
+                }
+            }
+            if failure.is_none() {
+                // 3. Votes and acknowledgements, now that what they promise is durable.
+                for m in rd.persisted_messages.iter() {
+                    send_raft(transport, buf, m.to, m.bytes, metrics, &mut unreachable);
+                }
+            }
         }
         if let Some(e) = failure {
             // An I/O error on the log cannot be retried safely (a failed fsync may have
@@ -938,9 +947,6 @@ impl<M: StateMachine> Driver<M> {
         self.core.advance();
         for peer in unreachable {
             self.core.report_unreachable(peer);
-        }
-        for (peer, id, response) in replies {
-            self.reply(peer, id, Outcome::Applied, &response);
         }
         for w in lost {
             self.lost(w);
