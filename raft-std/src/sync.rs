@@ -36,6 +36,8 @@ pub(crate) enum Refused<R> {
 struct InboxState<R, M> {
     requests: Vec<R>,
     messages: Vec<M>,
+    /// Sum of the sizes given with the queued messages.
+    message_bytes: usize,
     shutdown: bool,
 }
 
@@ -47,6 +49,7 @@ pub(crate) struct Inbox<R, M> {
     wake: Condvar,
     max_requests: usize,
     max_messages: usize,
+    max_message_bytes: usize,
 }
 
 /// What [`Inbox::take`] found.
@@ -59,16 +62,18 @@ pub(crate) enum Taken {
 }
 
 impl<R, M> Inbox<R, M> {
-    pub(crate) fn new(max_requests: usize, max_messages: usize) -> Self {
+    pub(crate) fn new(max_requests: usize, max_messages: usize, max_message_bytes: usize) -> Self {
         Inbox {
             state: Mutex::new(InboxState {
                 requests: Vec::new(),
                 messages: Vec::new(),
+                message_bytes: 0,
                 shutdown: false,
             }),
             wake: Condvar::new(),
             max_requests,
             max_messages,
+            max_message_bytes,
         }
     }
 
@@ -93,12 +98,17 @@ impl<R, M> Inbox<R, M> {
         Ok(())
     }
 
-    /// Returns false if the message was dropped (full, or shutting down).
-    pub(crate) fn push_message(&self, m: M) -> bool {
+    /// Queues a message of `bytes` bytes; returns false if it was dropped (full in count or
+    /// bytes, or shutting down).
+    pub(crate) fn push_message(&self, m: M, bytes: usize) -> bool {
         let mut s = lock(&self.state);
-        if s.shutdown || s.messages.len() >= self.max_messages {
+        if s.shutdown
+            || s.messages.len() >= self.max_messages
+            || s.message_bytes.saturating_add(bytes) > self.max_message_bytes
+        {
             return false;
         }
+        s.message_bytes += bytes;
         s.messages.push(m);
         let first = s.messages.len() == 1;
         drop(s);
@@ -152,6 +162,7 @@ impl<R, M> Inbox<R, M> {
             std::mem::swap(requests, &mut s.requests);
         }
         std::mem::swap(messages, &mut s.messages);
+        s.message_bytes = 0;
         if s.shutdown {
             Taken::Shutdown
         } else {
@@ -270,7 +281,7 @@ mod loom_tests {
     #[test]
     fn loom_every_request_taken_or_refused_across_shutdown() {
         loom::model(|| {
-            let inbox = Arc::new(Inbox::<u32, u32>::new(8, 8));
+            let inbox = Arc::new(Inbox::<u32, u32>::new(8, 8, 64));
             let producers: Vec<_> = (0..2u32)
                 .map(|p| {
                     let inbox = inbox.clone();
@@ -313,14 +324,14 @@ mod loom_tests {
     #[test]
     fn loom_waiting_consumer_is_woken_by_each_kind_of_push() {
         loom::model(|| {
-            let inbox = Arc::new(Inbox::<u32, u32>::new(4, 4));
+            let inbox = Arc::new(Inbox::<u32, u32>::new(4, 4, 64));
             let a = {
                 let inbox = inbox.clone();
                 thread::spawn(move || inbox.push_request(1).is_ok())
             };
             let b = {
                 let inbox = inbox.clone();
-                thread::spawn(move || inbox.push_message(2))
+                thread::spawn(move || inbox.push_message(2, 1))
             };
             let (mut reqs, mut msgs) = (Vec::new(), Vec::new());
             let (mut got_r, mut got_m) = (0, 0);
@@ -338,12 +349,12 @@ mod loom_tests {
     #[test]
     fn loom_held_back_requests_stay_queued() {
         loom::model(|| {
-            let inbox = Arc::new(Inbox::<u32, u32>::new(4, 4));
+            let inbox = Arc::new(Inbox::<u32, u32>::new(4, 4, 64));
             let p = {
                 let inbox = inbox.clone();
                 thread::spawn(move || {
                     inbox.push_request(1).expect("room");
-                    assert!(inbox.push_message(2));
+                    assert!(inbox.push_message(2, 1));
                 })
             };
             let (mut reqs, mut msgs) = (Vec::new(), Vec::new());

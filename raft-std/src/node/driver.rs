@@ -27,8 +27,10 @@ pub(crate) type CoreNode =
 
 /// The largest single append the leader builds; a larger entry goes alone.
 const MAX_APPEND_BYTES: usize = 256 * 1024;
-/// Peer frames queued for the node thread before more are dropped.
+/// Peer frames queued for the node thread before more are dropped (Raft retransmits), in
+/// count and in bytes.
 const MAX_QUEUED_MESSAGES: usize = 65536;
+const MAX_QUEUED_MESSAGE_BYTES: usize = 64 << 20;
 
 type Answer = Result<Vec<u8>, RequestError>;
 type AnswerSlot = crate::sync::Arc<Slot<Answer>>;
@@ -175,7 +177,11 @@ pub(crate) fn start<M: StateMachine>(
     let shared = Arc::new(Shared {
         id: config.id,
         raft_addr: own_addr,
-        inbox: Inbox::new(config.max_queued_requests, MAX_QUEUED_MESSAGES),
+        inbox: Inbox::new(
+            config.max_queued_requests,
+            MAX_QUEUED_MESSAGES,
+            MAX_QUEUED_MESSAGE_BYTES,
+        ),
         published: Mutex::new((
             NodeStatus {
                 id: config.id,
@@ -209,7 +215,8 @@ pub(crate) fn start<M: StateMachine>(
         config.transport.clone(),
         Box::new(move |from, frame| {
             if let Some(shared) = weak.upgrade() {
-                if !shared.inbox.push_message(Incoming { from, frame }) {
+                let bytes = frame.len();
+                if !shared.inbox.push_message(Incoming { from, frame }, bytes) {
                     shared
                         .inbox_dropped
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
