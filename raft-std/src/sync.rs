@@ -175,6 +175,9 @@ struct SlotState<T> {
     value: Option<T>,
     filled: bool,
     waker: Option<Waker>,
+    /// Threads blocked in `wait`: only then is the condvar notified, since a notify is a system
+    /// call even with nobody waiting, and async waiters (most, under load) never block on it.
+    blocked: u32,
 }
 
 /// A one-shot answer: filled once by the node thread, taken once by the requester, who may block
@@ -191,6 +194,7 @@ impl<T> Slot<T> {
                 value: None,
                 filled: false,
                 waker: None,
+                blocked: 0,
             }),
             ready: Condvar::new(),
         })
@@ -205,8 +209,11 @@ impl<T> Slot<T> {
         s.filled = true;
         s.value = Some(v);
         let waker = s.waker.take();
+        let blocked = s.blocked > 0;
         drop(s);
-        self.ready.notify_all();
+        if blocked {
+            self.ready.notify_all();
+        }
         if let Some(w) = waker {
             w.wake();
         }
@@ -230,24 +237,22 @@ impl<T> Slot<T> {
                 // Taken already: only one waiter per slot exists, so this is not reached.
                 return None;
             }
-            match deadline {
-                None => {
-                    s = match self.ready.wait(s) {
-                        Ok(g) => g,
-                        Err(p) => p.into_inner(),
-                    };
-                }
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return None;
-                    }
-                    s = match self.ready.wait_timeout(s, d - now) {
-                        Ok((g, _)) => g,
-                        Err(p) => p.into_inner().0,
-                    };
-                }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return None;
             }
+            s.blocked += 1;
+            s = match deadline {
+                None => match self.ready.wait(s) {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                },
+                Some(d) => match self.ready.wait_timeout(s, d - now) {
+                    Ok((g, _)) => g,
+                    Err(p) => p.into_inner().0,
+                },
+            };
+            s.blocked -= 1;
         }
     }
 

@@ -35,6 +35,23 @@ const MAX_QUEUED_MESSAGE_BYTES: usize = 64 << 20;
 type Answer = Result<Vec<u8>, RequestError>;
 type AnswerSlot = crate::sync::Arc<Slot<Answer>>;
 
+/// The node's end of a request's slot. Every request is answered exactly once: explicitly, or
+/// with `Shutdown` when its responder is dropped unanswered (the node stopping, or its thread
+/// panicking), so that no waiter, blocking or async, is left hanging.
+pub(crate) struct Responder(AnswerSlot);
+
+impl Responder {
+    fn fill(&self, answer: Answer) -> bool {
+        self.0.fill(answer)
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.0.fill(Err(RequestError::Shutdown));
+    }
+}
+
 /// Locks the published state, recovering from poisoning (it is plain data, rewritten whole).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -43,12 +60,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) enum Request {
     Propose {
         command: Vec<u8>,
-        slot: AnswerSlot,
+        slot: Responder,
         deadline: Instant,
     },
     Read {
         query: Vec<u8>,
-        slot: AnswerSlot,
+        slot: Responder,
         deadline: Instant,
     },
 }
@@ -97,12 +114,12 @@ impl Future for Pending {
 impl Shared {
     fn submit(
         &self,
-        make: impl FnOnce(AnswerSlot, Instant) -> Request,
+        make: impl FnOnce(Responder, Instant) -> Request,
     ) -> Result<Pending, RequestError> {
         let slot = Slot::new();
         let now = Instant::now();
         let deadline = now + self.request_timeout;
-        let request = make(slot.clone(), deadline);
+        let request = make(Responder(slot.clone()), deadline);
         match self.inbox.push_request(request) {
             Ok(()) => Ok(Pending {
                 slot,
@@ -285,7 +302,7 @@ enum Waiter {
     /// A client of this node; the command is kept so it can be proposed again if it is lost.
     Local {
         command: Vec<u8>,
-        slot: AnswerSlot,
+        slot: Responder,
         deadline: Instant,
     },
     /// A follower that forwarded it.
@@ -304,7 +321,7 @@ struct Proposed {
 /// A proposal of this node's clients not yet in the leader's log.
 struct Unsent {
     command: Vec<u8>,
-    slot: AnswerSlot,
+    slot: Responder,
     deadline: Instant,
 }
 
@@ -317,7 +334,7 @@ struct Forwarded {
 
 struct ReadReq {
     query: Vec<u8>,
-    slot: AnswerSlot,
+    slot: Responder,
     deadline: Instant,
     /// The leader confirmed it, so the outcome is "timeout", not "no leader", if it expires.
     reached_leader: bool,
@@ -1030,5 +1047,32 @@ fn send_raft(
             metrics.messages_dropped += 1;
             tracing::debug!(to = to.0, error = %e, "message not sent");
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_dropped_unanswered_resolves_its_waiters_with_shutdown() {
+        let slot = Slot::new();
+        let pending = Pending {
+            slot: slot.clone(),
+            give_up: Instant::now() + Duration::from_secs(60),
+        };
+        drop(Responder(slot));
+        assert_eq!(pending.wait(), Err(RequestError::Shutdown));
+
+        // Answered first: the drop changes nothing.
+        let slot = Slot::new();
+        let pending = Pending {
+            slot: slot.clone(),
+            give_up: Instant::now() + Duration::from_secs(60),
+        };
+        let r = Responder(slot);
+        assert!(r.fill(Ok(b"yes".to_vec())));
+        drop(r);
+        assert_eq!(pending.wait(), Ok(b"yes".to_vec()));
     }
 }
