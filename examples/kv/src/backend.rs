@@ -1,5 +1,7 @@
 //! What the server needs from a node, so that it can be tested without one.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
@@ -7,16 +9,23 @@ use raft_std::{Index, Metrics, NodeHandle, RequestError, Role, StateMachine};
 
 use crate::store::{KeyCount, KvStore};
 
+/// The store's reply to a request, once the node has it: RESP bytes for the client. Boxed so
+/// that [`Backend`] stays object-safe; the allocation is small beside the request's own.
+pub type Reply<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, RequestError>> + Send + 'a>>;
+
 /// The node as the RESP server sees it. Implemented by [`RaftBackend`] (a real node) and
 /// [`LocalBackend`] (a store in this process, for tests and `serve-local`).
+///
+/// The server awaits the replies on its connection tasks, so a backend must not block: it
+/// hands the request over and resolves the future when the answer arrives.
 pub trait Backend: Send + Sync + 'static {
-    /// Replicates an encoded command and returns the store's reply
-    /// ([`NodeHandle::propose`]).
-    fn propose(&self, command: &[u8]) -> Result<Vec<u8>, RequestError>;
+    /// Replicates an encoded command and resolves to the store's reply
+    /// ([`NodeHandle::propose_async`]).
+    fn propose<'a>(&'a self, command: &'a [u8]) -> Reply<'a>;
 
-    /// Runs an encoded query linearizably and returns the store's reply
-    /// ([`NodeHandle::read`]).
-    fn read(&self, query: &[u8]) -> Result<Vec<u8>, RequestError>;
+    /// Runs an encoded query linearizably and resolves to the store's reply
+    /// ([`NodeHandle::read_async`]).
+    fn read<'a>(&'a self, query: &'a [u8]) -> Reply<'a>;
 
     /// The node's Raft state, for `INFO raft`.
     fn status(&self) -> RaftStatus;
@@ -62,12 +71,12 @@ impl RaftBackend {
 }
 
 impl Backend for RaftBackend {
-    fn propose(&self, command: &[u8]) -> Result<Vec<u8>, RequestError> {
-        self.handle.propose(command)
+    fn propose<'a>(&'a self, command: &'a [u8]) -> Reply<'a> {
+        Box::pin(self.handle.propose_async(command))
     }
 
-    fn read(&self, query: &[u8]) -> Result<Vec<u8>, RequestError> {
-        self.handle.read(query)
+    fn read<'a>(&'a self, query: &'a [u8]) -> Reply<'a> {
+        Box::pin(self.handle.read_async(query))
     }
 
     fn status(&self) -> RaftStatus {
@@ -127,18 +136,20 @@ impl Default for LocalBackend {
 }
 
 impl Backend for LocalBackend {
-    fn propose(&self, command: &[u8]) -> Result<Vec<u8>, RequestError> {
+    // Both answer at once, before the future is even polled: the store is in memory and a
+    // lock held for one command never waits long.
+    fn propose<'a>(&'a self, command: &'a [u8]) -> Reply<'a> {
         // A poisoned lock means `apply` panicked, which the store never does on any input;
         // carrying on with the state it left is what a restarted node would do anyway.
         let mut store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
         let index = self.applied.fetch_add(1, Ordering::Relaxed) + 1;
-        Ok(store.apply(Index(index), command))
+        Box::pin(std::future::ready(Ok(store.apply(Index(index), command))))
     }
 
-    fn read(&self, query: &[u8]) -> Result<Vec<u8>, RequestError> {
+    fn read<'a>(&'a self, query: &'a [u8]) -> Reply<'a> {
         let store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
         self.reads.fetch_add(1, Ordering::Relaxed);
-        Ok(store.query(query))
+        Box::pin(std::future::ready(Ok(store.query(query))))
     }
 
     fn status(&self) -> RaftStatus {

@@ -258,6 +258,14 @@ fn bind(addr: &str) -> Result<TcpListener, CliError> {
     TcpListener::bind(addr).map_err(|e| format!("cannot listen for clients on {addr}: {e}").into())
 }
 
+/// The RESP server's configuration: the given client limit, the default runtime.
+fn server_config(max_clients: usize) -> ServerConfig {
+    ServerConfig {
+        max_clients,
+        ..ServerConfig::default()
+    }
+}
+
 /// Blocks until SIGINT or SIGTERM.
 fn wait_for_signal() -> Result<(), CliError> {
     let (tx, rx) = mpsc::channel();
@@ -281,13 +289,7 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
     let node =
         Node::start(config, store).map_err(|e| format!("node {} cannot start: {e}", args.id))?;
     let backend = Arc::new(RaftBackend::new(node.handle(), keys));
-    let server = Server::start(
-        listener,
-        backend,
-        ServerConfig {
-            max_clients: args.max_clients,
-        },
-    )?;
+    let server = Server::start(listener, backend, server_config(args.max_clients))?;
     tracing::info!(
         id = args.id,
         client = %server.local_addr(),
@@ -334,10 +336,11 @@ fn demo(args: DemoArgs) -> Result<(), CliError> {
         let node =
             Node::start(config, store).map_err(|e| format!("node {id} cannot start: {e}"))?;
         let backend = Arc::new(RaftBackend::new(node.handle(), keys));
-        let server_config = ServerConfig {
-            max_clients: args.max_clients,
-        };
-        servers.push(Server::start(listener, backend, server_config)?);
+        servers.push(Server::start(
+            listener,
+            backend,
+            server_config(args.max_clients),
+        )?);
         nodes.push(node);
     }
     println!("tickraft-kv demo: a 3-node Raft cluster in this process");
@@ -373,9 +376,7 @@ fn serve_local(args: LocalArgs) -> Result<(), CliError> {
     let server = Server::start(
         listener,
         Arc::new(LocalBackend::new()),
-        ServerConfig {
-            max_clients: args.max_clients,
-        },
+        server_config(args.max_clients),
     )?;
     tracing::warn!(
         client = %server.local_addr(),

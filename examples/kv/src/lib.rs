@@ -11,7 +11,8 @@
 //! - [`resp`]: the incremental RESP2 parser (multibulk and inline) and the reply writers;
 //! - [`command`]: what the arguments mean;
 //! - [`codec`]: the versioned binary encoding of data operations for the log;
-//! - [`server`] and its per-connection session: dispatch, `MULTI`/`EXEC`, `INFO`, errors;
+//! - [`server`] (tokio tasks) and its per-connection session: dispatch, `MULTI`/`EXEC`, `INFO`,
+//!   errors;
 //! - [`backend`]: the node as the server needs it, so that the server is testable without Raft
 //!   ([`backend::LocalBackend`]);
 //! - [`store`]: the state machine, whose replies are the RESP bytes sent to the client;

@@ -1,4 +1,5 @@
-//! RESP2: an incremental request parser, a buffered request reader, and reply writers.
+//! RESP2: an incremental request parser, a bounded request buffer, and reply writers. Nothing
+//! here does I/O: the server reads and writes the socket.
 //!
 //! Requests are multibulk arrays of bulk strings (`*2\r\n$3\r\nGET\r\n$1\r\nk\r\n`, what every
 //! client library sends) or inline lines (`PING\r\n`, what a person types into telnet), split
@@ -7,7 +8,6 @@
 //! buffer as it arrives, so a connection holds at most one request plus one read buffer.
 
 use std::fmt;
-use std::io::{self, Read};
 
 use crate::limits::{
     MAX_ARRAY_LEN, MAX_BULK_BYTES, MAX_HEADER_LINE_BYTES, MAX_INLINE_BYTES, MAX_READ_BUFFER_BYTES,
@@ -362,25 +362,14 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-/// Why [`RequestReader::next_request`] stopped.
+/// Collects requests from a byte stream through a bounded buffer, without doing I/O itself:
+/// the caller reads into [`read_buf`](RequestReader::read_buf), reports how much arrived with
+/// [`filled`](RequestReader::filled), and takes requests with
+/// [`next_request`](RequestReader::next_request) until it returns `None`. That is the moment to
+/// send the replies, since no more requests are buffered (pipelined requests are answered in one
+/// write), and then to wait for more input.
 #[derive(Debug)]
-pub enum ReadError {
-    /// The client broke the protocol; tell it and close.
-    Protocol(ProtocolError),
-    /// The socket failed.
-    Io(io::Error),
-}
-
-impl From<io::Error> for ReadError {
-    fn from(e: io::Error) -> Self {
-        ReadError::Io(e)
-    }
-}
-
-/// Reads requests from a byte stream through a bounded buffer.
-#[derive(Debug)]
-pub struct RequestReader<R> {
-    inner: R,
+pub struct RequestReader {
     /// Read into `buf[end..]`; `buf[start..end]` is not yet consumed by the parser.
     /// Invariant: `start <= end <= buf.len() <= MAX_READ_BUFFER_BYTES`.
     buf: Vec<u8>,
@@ -393,11 +382,16 @@ pub struct RequestReader<R> {
 /// lines.
 const INITIAL_READ_BUFFER_BYTES: usize = 16 * 1024;
 
-impl<R: Read> RequestReader<R> {
-    /// A reader over `inner` (typically a `TcpStream`).
-    pub fn new(inner: R) -> Self {
+impl Default for RequestReader {
+    fn default() -> Self {
+        RequestReader::new()
+    }
+}
+
+impl RequestReader {
+    /// A reader with nothing buffered.
+    pub fn new() -> Self {
         RequestReader {
-            inner,
             buf: vec![0; INITIAL_READ_BUFFER_BYTES],
             start: 0,
             end: 0,
@@ -405,38 +399,47 @@ impl<R: Read> RequestReader<R> {
         }
     }
 
-    /// The next request, or `None` once the peer has closed the stream. Calls `before_wait`
-    /// each time it has to wait for more input, so a caller can flush its replies exactly
-    /// when no more requests are buffered (pipelined requests are answered in one write).
-    pub fn next_request(
-        &mut self,
-        mut before_wait: impl FnMut() -> io::Result<()>,
-    ) -> Result<Option<Args>, ReadError> {
-        loop {
-            if self.start < self.end {
-                let (used, request) = self
-                    .parser
-                    .feed(&self.buf[self.start..self.end])
-                    .map_err(ReadError::Protocol)?;
-                self.start += used;
-                if let Some(request) = request {
-                    return Ok(Some(request));
-                }
-            }
-            self.make_room()?;
-            before_wait()?;
-            let n = loop {
-                match self.inner.read(&mut self.buf[self.end..]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(ReadError::Io(e)),
-                }
-            };
-            if n == 0 {
-                return Ok(None);
-            }
-            self.end += n;
+    /// The next complete request among the bytes received so far, or `None` if more bytes are
+    /// needed. After an error the stream cannot be resynchronised: tell the client and close.
+    pub fn next_request(&mut self) -> Result<Option<Args>, ProtocolError> {
+        if self.start == self.end {
+            return Ok(None);
         }
+        // The parser consumes all it can before it asks for more, so one call is enough.
+        let (used, request) = self.parser.feed(&self.buf[self.start..self.end])?;
+        self.start += used;
+        Ok(request)
+    }
+
+    /// Where the next bytes from the stream go: never empty. Makes room by moving the
+    /// unconsumed bytes to the front, or by growing the buffer up to its bound.
+    pub fn read_buf(&mut self) -> Result<&mut [u8], ProtocolError> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else if self.buf.len() < MAX_READ_BUFFER_BYTES {
+                let len = (self.buf.len() * 2).min(MAX_READ_BUFFER_BYTES);
+                self.buf.resize(len, 0);
+            } else {
+                // The parser refuses any line longer than the buffer before it fills, so this
+                // is only reached if that invariant is broken; refuse the request rather than
+                // grow.
+                return Err(ProtocolError::InlineTooLong);
+            }
+        }
+        Ok(&mut self.buf[self.end..])
+    }
+
+    /// Records that `n` bytes were read into the start of [`read_buf`](Self::read_buf).
+    pub fn filled(&mut self, n: usize) {
+        // A reader never reports more than the buffer it was given.
+        self.end = (self.end + n).min(self.buf.len());
     }
 
     /// Whether bytes have arrived that no request has consumed yet.
@@ -447,32 +450,6 @@ impl<R: Read> RequestReader<R> {
     /// Bytes this reader holds: its read buffer plus the parser's partial request.
     pub fn held_bytes(&self) -> usize {
         self.buf.len() + self.parser.held_bytes()
-    }
-
-    /// Ensures `buf[end..]` is not empty, moving the unconsumed bytes to the front or growing
-    /// the buffer up to its bound.
-    fn make_room(&mut self) -> Result<(), ReadError> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-        if self.end < self.buf.len() {
-            return Ok(());
-        }
-        if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-            return Ok(());
-        }
-        if self.buf.len() < MAX_READ_BUFFER_BYTES {
-            let len = (self.buf.len() * 2).min(MAX_READ_BUFFER_BYTES);
-            self.buf.resize(len, 0);
-            return Ok(());
-        }
-        // The parser refuses any line longer than the buffer before it fills, so this is only
-        // reached if that invariant is broken; refuse the request rather than grow.
-        Err(ReadError::Protocol(ProtocolError::InlineTooLong))
     }
 }
 
@@ -704,54 +681,48 @@ mod tests {
         assert_eq!(req.map(|r| r[0].len()), Some(MAX_INLINE_BYTES));
     }
 
-    /// A stream that hands out its bytes a few at a time.
-    struct Trickle<'a>(&'a [u8], usize);
-
-    impl Read for Trickle<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = self.1.min(buf.len()).min(self.0.len());
-            buf[..n].copy_from_slice(&self.0[..n]);
-            self.0 = &self.0[n..];
-            Ok(n)
-        }
-    }
-
     #[test]
-    fn reader_reassembles_trickled_requests_and_waits_only_when_empty() {
+    fn reader_reassembles_trickled_requests() {
         let mut input = Vec::new();
         for _ in 0..3 {
             input.extend_from_slice(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
         }
         let long_inline = format!("ECHO {}\r\n", "x".repeat(40_000));
         input.extend_from_slice(long_inline.as_bytes());
-        for step in [1, 7, 4096] {
-            let mut r = RequestReader::new(Trickle(&input, step));
-            let mut waits = 0;
+        for step in [1, 7, 4096, usize::MAX] {
+            let mut r = RequestReader::new();
+            let mut rest = &input[..];
             let mut got = Vec::new();
-            while let Some(req) = r
-                .next_request(|| {
-                    waits += 1;
-                    Ok(())
-                })
-                .expect("reads")
-            {
-                got.push(req);
+            loop {
+                while let Some(req) = r.next_request().expect("parses") {
+                    got.push(req);
+                }
                 assert!(r.held_bytes() <= MAX_READ_BUFFER_BYTES + MAX_REQUEST_BYTES);
+                if rest.is_empty() {
+                    break;
+                }
+                // A read of at most `step` bytes, as a socket might deliver them.
+                let buf = r.read_buf().expect("room");
+                assert!(!buf.is_empty());
+                let n = step.min(buf.len()).min(rest.len());
+                buf[..n].copy_from_slice(&rest[..n]);
+                rest = &rest[n..];
+                r.filled(n);
             }
-            assert_eq!(got.len(), 4);
+            assert_eq!(got.len(), 4, "step {step}");
             assert_eq!(got[3][1].len(), 40_000);
-            assert!(waits >= 1);
+            assert!(!r.has_buffered_input());
         }
     }
 
     #[test]
     fn reader_reports_protocol_errors() {
-        let mut r = RequestReader::new(&b"*1\r\n$3\r\nGET\r\n*z\r\n"[..]);
-        assert!(matches!(r.next_request(|| Ok(())), Ok(Some(_))));
-        assert!(matches!(
-            r.next_request(|| Ok(())),
-            Err(ReadError::Protocol(ProtocolError::InvalidMultibulkLength))
-        ));
+        let mut r = RequestReader::new();
+        let input = b"*1\r\n$3\r\nGET\r\n*z\r\n";
+        r.read_buf().expect("room")[..input.len()].copy_from_slice(input);
+        r.filled(input.len());
+        assert!(matches!(r.next_request(), Ok(Some(_))));
+        assert_eq!(r.next_request(), Err(ProtocolError::InvalidMultibulkLength));
     }
 
     #[test]

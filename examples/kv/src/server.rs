@@ -1,22 +1,28 @@
-//! The RESP server: one thread accepts, one thread per client connection serves.
+//! The RESP server on tokio: one task accepts, one task per client connection serves.
 //!
-//! A connection thread reads every request that has arrived, answers each in order into a
-//! buffered writer, and flushes only when no more input is buffered, so a pipeline of requests
-//! costs one write. Requests that need the node (every data command) block that thread in
-//! [`Backend::propose`] or [`Backend::read`]; other clients are unaffected, and the node
-//! batches what all of them propose into one log write.
+//! A connection task reads whatever has arrived, answers every complete request in order into
+//! one buffer, and writes the buffer once no complete request is left, so a pipeline of requests
+//! costs one write. A request that needs the node (every data command) awaits the node's answer
+//! ([`Backend::propose`], [`Backend::read`]); the node thread answers a whole batch of them at
+//! once, and the runtime serves every connection it woke in one pass, so under load many
+//! requests share each wake-up instead of costing a thread switch each.
 
 use std::collections::HashMap;
-use std::io::{self, BufWriter, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
 use crate::backend::Backend;
 use crate::limits::DEFAULT_MAX_CLIENTS;
-use crate::resp::{printable, ReadError, RequestReader};
+use crate::resp::{printable, write_error, RequestReader};
 use crate::session::{Flow, Session};
 
 /// How to run a [`Server`].
@@ -26,15 +32,33 @@ pub struct ServerConfig {
     /// Connections served at once; one more is refused with
     /// `-ERR max number of clients reached`. Default [`DEFAULT_MAX_CLIENTS`].
     pub max_clients: usize,
+    /// Worker threads of the server's tokio runtime: 1 is a current-thread runtime, more a
+    /// multi-thread runtime with that many workers. Default [`DEFAULT_SERVER_THREADS`].
+    pub threads: usize,
 }
+
+/// Default for [`ServerConfig::threads`]. On two cores, two workers beat one current-thread
+/// runtime beside the node's threads: the node thread wakes a busy multi-thread runtime without a
+/// system call, while each wake of a current-thread runtime from outside writes its eventfd.
+pub const DEFAULT_SERVER_THREADS: usize = 2;
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_clients: DEFAULT_MAX_CLIENTS,
+            threads: DEFAULT_SERVER_THREADS,
         }
     }
 }
+
+/// Replies are written out once this many bytes are waiting, even if more requests are
+/// buffered, so that a client that pipelines without reading is held back by its socket rather
+/// than buffered for.
+const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+
+/// A reply buffer grown past this (by one huge reply) is given back once written, so that it
+/// does not stay pinned for the connection's lifetime.
+const KEPT_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 
 /// Counters for `INFO stats`.
 #[derive(Debug, Default)]
@@ -47,9 +71,9 @@ pub(crate) struct Stats {
 /// A connected client, as `CLIENT LIST` shows it.
 #[derive(Debug)]
 struct Client {
-    /// A clone of the connection's socket, so that shutdown can close it.
-    stream: TcpStream,
-    addr: Option<SocketAddr>,
+    /// Tells the connection's task to stop; taken when the server shuts down.
+    stop: Option<oneshot::Sender<()>>,
+    addr: SocketAddr,
     name: Vec<u8>,
     since: Instant,
 }
@@ -57,20 +81,18 @@ struct Client {
 #[derive(Debug, Default)]
 struct Clients {
     next_id: u64,
-    /// Invariant: `live.len() <= config.max_clients`; an entry is added before its thread
-    /// starts and removed when the thread ends.
+    /// Invariant: `live.len() <= config.max_clients`; an entry is added before its task is
+    /// spawned and removed when the task ends (by [`Registered`], so also if it panics).
     live: HashMap<u64, Client>,
-    threads: Vec<JoinHandle<()>>,
 }
 
-/// What the accept loop and the connection threads share.
+/// What the accept loop and the connection tasks share.
 pub(crate) struct Shared {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) config: ServerConfig,
     pub(crate) addr: SocketAddr,
     pub(crate) started: Instant,
     pub(crate) stats: Stats,
-    stopping: AtomicBool,
     clients: Mutex<Clients>,
 }
 
@@ -107,9 +129,9 @@ impl Shared {
             let Some(c) = clients.live.get(&id) else {
                 continue;
             };
-            let addr = c.addr.map_or_else(|| "?".to_string(), |a| a.to_string());
             out.push_str(&format!(
-                "id={id} addr={addr} laddr={} name={} age={} db=0\n",
+                "id={id} addr={} laddr={} name={} age={} db=0\n",
+                c.addr,
                 self.addr,
                 printable(&c.name),
                 c.since.elapsed().as_secs()
@@ -122,36 +144,59 @@ impl Shared {
 /// A running RESP server. Dropping it shuts it down (as [`Server::shutdown`] does).
 pub struct Server {
     shared: Arc<Shared>,
-    acceptor: Option<JoinHandle<()>>,
+    /// Tells the accept loop to stop.
+    stop: Option<oneshot::Sender<()>>,
+    /// Runs the server's tokio runtime until the accept loop has stopped and every connection
+    /// has closed.
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Server {
-    /// Serves RESP on `listener` with `backend`, from a new accept thread.
+    /// Serves RESP on `listener` with `backend`, on a tokio runtime of its own (see
+    /// [`ServerConfig::threads`]) driven by a new thread.
     pub fn start(
-        listener: TcpListener,
+        listener: std::net::TcpListener,
         backend: Arc<dyn Backend>,
         config: ServerConfig,
     ) -> io::Result<Server> {
         let addr = listener.local_addr()?;
+        let name = format!("kv-server-{}", addr.port());
+        let runtime = if config.threads <= 1 {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(config.threads);
+            b
+        }
+        .enable_io()
+        .enable_time()
+        .thread_name(&name)
+        .build()?;
+        listener.set_nonblocking(true)?;
+        let listener = {
+            let _entered = runtime.enter();
+            TcpListener::from_std(listener)?
+        };
         let shared = Arc::new(Shared {
             backend,
             config,
             addr,
             started: Instant::now(),
             stats: Stats::default(),
-            stopping: AtomicBool::new(false),
             clients: Mutex::new(Clients {
                 next_id: 1,
                 ..Clients::default()
             }),
         });
-        let accept_shared = Arc::clone(&shared);
-        let acceptor = std::thread::Builder::new()
-            .name(format!("kv-accept-{}", addr.port()))
-            .spawn(move || accept_loop(&accept_shared, &listener))?;
+        let (stop, stopped) = oneshot::channel();
+        let serve_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || runtime.block_on(accept_loop(serve_shared, listener, stopped)))?;
         Ok(Server {
             shared,
-            acceptor: Some(acceptor),
+            stop: Some(stop),
+            thread: Some(thread),
         })
     }
 
@@ -160,42 +205,20 @@ impl Server {
         self.shared.addr
     }
 
-    /// Stops accepting, closes every connection, and waits for the threads. A request already
-    /// handed to the node finishes (or times out) first.
+    /// Stops accepting, closes every connection, and waits for them. A request already handed
+    /// to the node finishes (or times out) first. Blocks, so call it outside the runtime.
     pub fn shutdown(mut self) {
         self.stop();
     }
 
     fn stop(&mut self) {
-        let Some(acceptor) = self.acceptor.take() else {
-            return;
-        };
-        self.shared.stopping.store(true, Ordering::SeqCst);
-        // Wake the accept loop with a connection of our own; it sees `stopping` and returns.
-        let mut wake = self.shared.addr;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(match wake {
-                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
+        if let Some(stop) = self.stop.take() {
+            // An error means the accept loop has ended already, which is what is wanted.
+            let _ = stop.send(());
         }
-        if let Err(e) = TcpStream::connect_timeout(&wake, Duration::from_secs(1)) {
-            tracing::warn!(addr = %wake, error = %e, "cannot wake the accept loop");
-        }
-        if acceptor.join().is_err() {
-            tracing::error!("the accept thread panicked");
-        }
-        let threads = {
-            let mut clients = self.shared.clients();
-            for c in clients.live.values() {
-                // Ends the connection thread's blocking read; its error is not interesting.
-                let _ = c.stream.shutdown(Shutdown::Both);
-            }
-            std::mem::take(&mut clients.threads)
-        };
-        for t in threads {
-            if t.join().is_err() {
-                tracing::error!("a connection thread panicked");
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!(addr = %self.shared.addr, "the server thread panicked");
             }
         }
     }
@@ -207,146 +230,214 @@ impl Drop for Server {
     }
 }
 
-fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
-    for conn in listener.incoming() {
-        if shared.stopping.load(Ordering::SeqCst) {
-            return;
-        }
-        match conn {
-            Ok(stream) => admit(shared, stream),
-            Err(e) => {
-                // Out of file descriptors, usually: back off instead of spinning on the error.
-                tracing::warn!(error = %e, "accept failed");
-                std::thread::sleep(Duration::from_millis(50));
+/// Accepts connections until told to stop, then stops every connection and waits for them.
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            // Whether sent or dropped with the server, it means stop.
+            _ = &mut stopped => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, addr)) => admit(&shared, &mut connections, stream, addr),
+                Err(e) => {
+                    // Out of file descriptors, usually: back off instead of spinning on it.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(ended) = connections.join_next(), if !connections.is_empty() => {
+                report_failure(ended);
             }
         }
     }
+    drop(listener);
+    for client in shared.clients().live.values_mut() {
+        if let Some(stop) = client.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+    while let Some(ended) = connections.join_next().await {
+        report_failure(ended);
+    }
 }
 
-/// Registers a connection and starts its thread, or refuses it when the server is full.
-fn admit(shared: &Arc<Shared>, stream: TcpStream) {
+fn report_failure(ended: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = ended {
+        tracing::error!(error = %e, "a connection task failed");
+    }
+}
+
+/// Registers a connection and spawns its task, or refuses it when the server is full.
+fn admit(shared: &Arc<Shared>, connections: &mut JoinSet<()>, stream: TcpStream, addr: SocketAddr) {
     shared
         .stats
         .connections_received
         .fetch_add(1, Ordering::Relaxed);
-    let addr = stream.peer_addr().ok();
     let mut clients = shared.clients();
-    clients.threads.retain(|t| !t.is_finished());
     if clients.live.len() >= shared.config.max_clients {
         drop(clients);
         shared
             .stats
             .rejected_connections
             .fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(?addr, "refused: max number of clients reached");
+        tracing::debug!(%addr, "refused: max number of clients reached");
         refuse(stream);
         return;
     }
-    let Ok(registered) = stream.try_clone() else {
-        return;
-    };
     let id = clients.next_id;
     clients.next_id += 1;
+    let (stop, stopped) = oneshot::channel();
     clients.live.insert(
         id,
         Client {
-            stream: registered,
+            stop: Some(stop),
             addr,
             name: Vec::new(),
             since: Instant::now(),
         },
     );
-    let conn_shared = Arc::clone(shared);
-    let spawned = std::thread::Builder::new()
-        .name(format!("kv-client-{id}"))
-        .spawn(move || {
-            serve_connection(&conn_shared, stream, id);
-            conn_shared.clients().live.remove(&id);
-        });
-    match spawned {
-        Ok(t) => clients.threads.push(t),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot spawn a connection thread");
-            if let Some(c) = clients.live.remove(&id) {
-                refuse(c.stream);
-            }
-        }
-    }
+    drop(clients);
+    let registered = Registered {
+        shared: Arc::clone(shared),
+        id,
+    };
+    connections.spawn(serve_connection(registered, stream, stopped));
 }
 
-/// Tells a client the server is full, without holding up the accept loop.
-fn refuse(mut stream: TcpStream) {
-    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+/// Tells a client the server is full, without waiting for anything: the socket is
+/// non-blocking, and a new connection's send buffer has room for the one line.
+fn refuse(stream: TcpStream) {
+    let Ok(mut stream) = stream.into_std() else {
+        return;
+    };
     let _ = stream.write_all(b"-ERR max number of clients reached\r\n");
     let _ = stream.shutdown(Shutdown::Write);
     // Discard what the client already sent, without waiting for more: closing a socket with
     // unread input resets the connection, which could destroy the error before it is read.
-    if stream.set_nonblocking(true).is_ok() {
-        let mut scratch = [0u8; 4096];
-        while matches!(stream.read(&mut scratch), Ok(n) if n > 0) {}
+    let mut scratch = [0u8; 4096];
+    while matches!(stream.read(&mut scratch), Ok(n) if n > 0) {}
+}
+
+/// A connection's entry in the registry, removed when its task ends however it ends.
+struct Registered {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.shared.clients().live.remove(&self.id);
     }
 }
 
-fn serve_connection(shared: &Arc<Shared>, stream: TcpStream, id: u64) {
-    // Replies are flushed once per batch of requests, so Nagle would only add latency.
+async fn serve_connection(
+    registered: Registered,
+    mut stream: TcpStream,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let shared = &registered.shared;
+    let id = registered.id;
+    // Replies are written once per batch of requests, so Nagle would only add latency.
     let _ = stream.set_nodelay(true);
-    let read_half = match stream.try_clone() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot clone a client socket");
-            return;
-        }
-    };
-    let mut reader = RequestReader::new(read_half);
-    let mut writer = BufWriter::with_capacity(64 * 1024, stream);
+    let mut reader = RequestReader::new();
     let mut session = Session::new(Arc::clone(shared), id);
-    let mut out = Vec::new();
-    loop {
-        match reader.next_request(|| writer.flush()) {
+    let mut out = Vec::with_capacity(16 * 1024);
+    // `stopped` is polled only until it first completes: each branch that sees it returns.
+    let refused = loop {
+        match reader.next_request() {
             Ok(Some(args)) => {
                 shared
                     .stats
                     .commands_processed
                     .fetch_add(1, Ordering::Relaxed);
-                let flow = session.handle(args, &mut out);
-                if writer.write_all(&out).is_err() {
+                if session.handle(args, &mut out).await == Flow::Close {
+                    break None;
+                }
+                if out.len() >= WRITE_BUFFER_BYTES
+                    && !send(&mut stream, &mut out, &mut stopped).await
+                {
                     return;
                 }
-                out.clear();
-                if out.capacity() > 1024 * 1024 {
-                    // One huge reply should not pin its buffer for the connection's lifetime.
-                    out = Vec::new();
+            }
+            Ok(None) => {
+                // Every request that has arrived is answered: send the replies, then wait.
+                if !send(&mut stream, &mut out, &mut stopped).await {
+                    return;
                 }
-                if flow == Flow::Close {
-                    let _ = writer.flush();
-                    break;
+                let buf = match reader.read_buf() {
+                    Ok(buf) => buf,
+                    Err(e) => break Some(e),
+                };
+                let read = tokio::select! {
+                    biased;
+                    // Stopping takes no new requests.
+                    _ = &mut stopped => return,
+                    read = stream.read(buf) => read,
+                };
+                match read {
+                    Ok(0) => return,
+                    Ok(n) => reader.filled(n),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        tracing::debug!(client = id, error = %e, "connection failed");
+                        return;
+                    }
                 }
             }
-            Ok(None) => return,
-            Err(ReadError::Protocol(e)) => {
-                tracing::debug!(client = id, error = %e, "protocol error; closing");
-                let _ = write!(writer, "-ERR Protocol error: {e}\r\n");
-                let _ = writer.flush();
-                break;
-            }
-            Err(ReadError::Io(e)) => {
-                tracing::debug!(client = id, error = %e, "connection failed");
-                return;
-            }
+            Err(e) => break Some(e),
         }
+    };
+    if let Some(e) = refused {
+        tracing::debug!(client = id, error = %e, "protocol error; closing");
+        write_error(&mut out, &format!("ERR Protocol error: {e}"));
     }
-    // Closing with unread input would reset the connection and could lose the last reply;
-    // shut down our side, then read (briefly, boundedly) until the client closes too.
-    let stream = writer.get_ref();
-    let _ = stream.shutdown(Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut scratch = [0u8; 4096];
+    if send(&mut stream, &mut out, &mut stopped).await {
+        close(stream, &mut stopped).await;
+    }
+}
+
+/// Writes the replies in `out` and empties it. False if the connection failed, or the server
+/// is stopping and the socket would not take the replies at once.
+async fn send(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    stopped: &mut oneshot::Receiver<()>,
+) -> bool {
+    if out.is_empty() {
+        return true;
+    }
+    let written = tokio::select! {
+        biased;
+        written = stream.write_all(out) => written.is_ok(),
+        _ = &mut *stopped => false,
+    };
+    out.clear();
+    if out.capacity() > KEPT_WRITE_BUFFER_BYTES {
+        *out = Vec::with_capacity(16 * 1024);
+    }
+    written
+}
+
+/// Closes after the last reply without resetting the connection: closing with unread input
+/// would reset it and could lose that reply, so shut down our side, then read (briefly,
+/// boundedly) until the client closes too.
+async fn close(mut stream: TcpStream, stopped: &mut oneshot::Receiver<()>) {
+    let _ = stream.shutdown().await;
+    let mut scratch = vec![0u8; 4096];
     let mut drained = 0;
-    let mut s = stream;
     while drained < 1024 * 1024 {
-        match s.read(&mut scratch) {
-            Ok(n) if n > 0 => drained += n,
-            _ => break,
+        let read = tokio::select! {
+            biased;
+            _ = &mut *stopped => return,
+            read = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut scratch)) => read,
+        };
+        match read {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => return,
         }
     }
 }

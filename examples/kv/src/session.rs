@@ -46,12 +46,13 @@ impl Session {
         }
     }
 
-    /// Answers one request into `out`.
-    pub(crate) fn handle(&mut self, args: Args, out: &mut Vec<u8>) -> Flow {
+    /// Answers one request, appending the reply to `out`. Only requests that need the node
+    /// wait (for its answer); the rest complete on the first poll.
+    pub(crate) async fn handle(&mut self, args: Args, out: &mut Vec<u8>) -> Flow {
         let command = Command::parse(args);
         if let Some(multi) = &mut self.multi {
             return match command {
-                Ok(Command::Exec) => self.exec(out),
+                Ok(Command::Exec) => self.exec(out).await,
                 Ok(Command::Discard) => {
                     self.multi = None;
                     ok(out)
@@ -87,7 +88,7 @@ impl Session {
             };
         }
         match command {
-            Ok(c) => self.execute(c, out),
+            Ok(c) => self.execute(c, out).await,
             Err(e) => {
                 e.write(out);
                 Flow::Continue
@@ -95,14 +96,14 @@ impl Session {
         }
     }
 
-    fn execute(&mut self, command: Command, out: &mut Vec<u8>) -> Flow {
+    async fn execute(&mut self, command: Command, out: &mut Vec<u8>) -> Flow {
         match command {
             Command::Op(Op::Ping(None)) => out.extend_from_slice(b"+PONG\r\n"),
             Command::Op(Op::Ping(Some(msg)) | Op::Echo(msg)) => write_bulk(out, &msg),
-            Command::Op(op) if op.is_write() => {
-                return self.forward(out, op.encode(), true);
+            Command::Op(op) => {
+                let write = op.is_write();
+                return self.forward(out, op.encode(), write).await;
             }
-            Command::Op(op) => return self.forward(out, op.encode(), false),
             Command::Multi => {
                 self.multi = Some(Multi::default());
                 ok(out);
@@ -145,7 +146,7 @@ impl Session {
         Flow::Continue
     }
 
-    fn exec(&mut self, out: &mut Vec<u8>) -> Flow {
+    async fn exec(&mut self, out: &mut Vec<u8>) -> Flow {
         let Some(multi) = self.multi.take() else {
             write_error(out, "ERR EXEC without MULTI");
             return Flow::Continue;
@@ -164,15 +165,15 @@ impl Session {
         // A transaction without writes changes nothing, so a linearizable read of the whole
         // batch gives the same answer as a log entry, without one.
         let write = multi.queued.has_writes();
-        self.forward(out, multi.queued.encode(), write)
+        self.forward(out, multi.queued.encode(), write).await
     }
 
     /// Sends an encoded command (or query) to the node and writes its reply.
-    fn forward(&self, out: &mut Vec<u8>, encoded: Vec<u8>, write: bool) -> Flow {
+    async fn forward(&self, out: &mut Vec<u8>, encoded: Vec<u8>, write: bool) -> Flow {
         let result = if write {
-            self.shared.backend.propose(&encoded)
+            self.shared.backend.propose(&encoded).await
         } else {
-            self.shared.backend.read(&encoded)
+            self.shared.backend.read(&encoded).await
         };
         match result {
             Ok(reply) => {

@@ -1,246 +1,26 @@
 //! Real processes: three `tickraft-kv serve` processes on loopback, each with its own data
 //! directory, driven through the `redis` client library. Kill -9 of the leader during a stream
 //! of writes, restart from the data directory, hostile connections to the Raft port, and a
-//! corrupted log that must refuse to start.
+//! corrupted log that must refuse to start. The harness is in `support`, which the failover
+//! benchmark (`examples/failover.rs`) shares.
+
+mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use support::{try_set, Cluster};
+
 const BIN: &str = env!("CARGO_BIN_EXE_tickraft-kv");
-
-fn free_addrs(n: usize) -> Vec<SocketAddr> {
-    let ls: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    ls.iter().map(|l| l.local_addr().expect("addr")).collect()
-}
-
-struct Proc {
-    child: Option<Child>,
-    client: SocketAddr,
-    raft: SocketAddr,
-    dir: PathBuf,
-    log: PathBuf,
-}
-
-struct Cluster {
-    _tmp: tempfile::TempDir,
-    peers: String,
-    procs: Vec<Proc>,
-}
-
-impl Cluster {
-    fn start(n: usize) -> Cluster {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let raft = free_addrs(n);
-        let client = free_addrs(n);
-        let peers = raft
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("{}={a}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
-        let procs = (0..n)
-            .map(|i| Proc {
-                child: None,
-                client: client[i],
-                raft: raft[i],
-                dir: tmp.path().join(format!("n{}", i + 1)),
-                log: tmp.path().join(format!("n{}.log", i + 1)),
-            })
-            .collect();
-        let mut c = Cluster {
-            _tmp: tmp,
-            peers,
-            procs,
-        };
-        for i in 0..n {
-            c.spawn(i);
-        }
-        for i in 0..n {
-            c.wait_serving(i);
-        }
-        c
-    }
-
-    fn command(&self, i: usize) -> Command {
-        let p = &self.procs[i];
-        let mut cmd = Command::new(BIN);
-        cmd.arg("serve")
-            .arg("--id")
-            .arg((i + 1).to_string())
-            .arg("--peers")
-            .arg(&self.peers)
-            .arg("--client")
-            .arg(p.client.to_string())
-            .arg("--data-dir")
-            .arg(&p.dir)
-            .env("RUST_LOG", "info");
-        cmd
-    }
-
-    fn spawn(&mut self, i: usize) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.procs[i].log)
-            .expect("log file");
-        let child = self
-            .command(i)
-            .stdout(Stdio::from(log.try_clone().expect("clone")))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn tickraft-kv");
-        self.procs[i].child = Some(child);
-    }
-
-    /// SIGKILL: no shutdown, no final sync.
-    fn kill9(&mut self, i: usize) {
-        if let Some(mut c) = self.procs[i].child.take() {
-            c.kill().expect("kill -9");
-            c.wait().expect("reap");
-        }
-    }
-
-    fn conn(&self, i: usize) -> redis::Connection {
-        let url = format!("redis://{}/", self.procs[i].client);
-        let client = redis::Client::open(url).expect("url");
-        let con = client
-            .get_connection_with_timeout(Duration::from_secs(5))
-            .expect("connect");
-        con.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        con
-    }
-
-    fn wait_serving(&self, i: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ok = redis::Client::open(format!("redis://{}/", self.procs[i].client))
-                .ok()
-                .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)).ok())
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c).ok())
-                .is_some();
-            if ok {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {} does not serve; its log:\n{}",
-                i + 1,
-                self.log(i)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self, i: usize) -> String {
-        std::fs::read_to_string(&self.procs[i].log).unwrap_or_default()
-    }
-
-    fn raft_info(&self, i: usize) -> Option<RaftInfo> {
-        let mut con = redis::Client::open(format!("redis://{}/", self.procs[i].client))
-            .ok()?
-            .get_connection_with_timeout(Duration::from_secs(2))
-            .ok()?;
-        let text: String = redis::cmd("INFO").arg("raft").query(&mut con).ok()?;
-        RaftInfo::parse(&text)
-    }
-
-    /// Waits until every running node names the same leader; returns its position.
-    fn wait_leader(&self) -> usize {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let infos: Vec<Option<RaftInfo>> = (0..self.procs.len())
-                .map(|i| {
-                    if self.procs[i].child.is_some() {
-                        self.raft_info(i)
-                    } else {
-                        None
-                    }
-                })
-                .collect();
-            let running: Vec<&RaftInfo> = infos.iter().flatten().collect();
-            if let Some(l) = running.iter().find(|r| r.role == "leader") {
-                if running.iter().all(|r| r.leader_id == l.node_id) {
-                    return l.node_id as usize - 1;
-                }
-            }
-            assert!(Instant::now() < deadline, "no agreed leader: {infos:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for i in 0..self.procs.len() {
-            self.kill9(i);
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-struct RaftInfo {
-    node_id: u64,
-    role: String,
-    term: u64,
-    leader_id: u64,
-    commit_index: u64,
-    applied_index: u64,
-    members: String,
-}
-
-impl RaftInfo {
-    fn parse(text: &str) -> Option<RaftInfo> {
-        let mut r = RaftInfo::default();
-        let mut seen = 0;
-        let mut in_raft = false;
-        for line in text.lines() {
-            let line = line.trim_end_matches('\r');
-            if line.starts_with('#') {
-                in_raft = line == "# Raft";
-                continue;
-            }
-            if !in_raft {
-                continue;
-            }
-            let (k, v) = line.split_once(':')?;
-            seen += 1;
-            match k {
-                "node_id" => r.node_id = v.parse().ok()?,
-                "role" => r.role = v.to_string(),
-                "term" => r.term = v.parse().ok()?,
-                "leader_id" => r.leader_id = v.parse().ok()?,
-                "commit_index" => r.commit_index = v.parse().ok()?,
-                "applied_index" => r.applied_index = v.parse().ok()?,
-                "members" => r.members = v.to_string(),
-                _ => return None,
-            }
-        }
-        (seen == 7).then_some(r)
-    }
-}
-
-/// A SET that reports whether it was acknowledged (`Ok(true)`), refused with a definite
-/// "not done" (`Ok(false)`: CLUSTERDOWN), or has an unknown outcome (`Err`).
-fn try_set(con: &mut redis::Connection, k: &str, v: &str) -> Result<bool, String> {
-    match redis::cmd("SET").arg(k).arg(v).query::<String>(con) {
-        Ok(s) if s == "OK" => Ok(true),
-        Ok(s) => Err(format!("unexpected reply {s}")),
-        Err(e) if e.code() == Some("CLUSTERDOWN") => Ok(false),
-        Err(e) => Err(e.to_string()),
-    }
-}
 
 #[test]
 fn writes_through_any_node_survive_kill_9_of_the_leader_and_restart() {
-    let mut c = Cluster::start(3);
+    let mut c = Cluster::start(BIN, 3);
     let leader = c.wait_leader();
     let info = c.raft_info(leader).expect("info");
     assert_eq!(info.members, "1,2,3");
@@ -396,20 +176,7 @@ fn writes_through_any_node_survive_kill_9_of_the_leader_and_restart() {
     c.spawn(leader);
     c.wait_serving(leader);
     let target = c.raft_info(new_leader).expect("info").commit_index;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(r) = c.raft_info(leader) {
-            if r.applied_index >= target {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the restarted node does not catch up:\n{}",
-            c.log(leader)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    c.wait_applied(leader, target);
     let mut con = c.conn(leader);
     let keys: Vec<String> = acked
         .iter()
@@ -455,7 +222,7 @@ fn closed_by_peer(mut s: TcpStream) -> bool {
 
 #[test]
 fn strangers_on_the_raft_port_are_refused_and_the_cluster_carries_on() {
-    let c = Cluster::start(3);
+    let c = Cluster::start(BIN, 3);
     c.wait_leader();
     // Node 3 accepts connections from 1 and 2 only.
     let target = c.procs[2].raft;
@@ -497,7 +264,7 @@ fn flip_byte(path: &Path, offset: u64) {
 
 #[test]
 fn a_corrupted_log_refuses_to_start_and_names_the_file() {
-    let mut c = Cluster::start(3);
+    let mut c = Cluster::start(BIN, 3);
     let leader = c.wait_leader();
     let mut con = c.conn(leader);
     for k in 0..300 {

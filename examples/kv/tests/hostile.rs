@@ -20,7 +20,7 @@ use tickraft_kv::command::{Command, Op};
 use tickraft_kv::limits::{
     COMMAND_OVERHEAD, MAX_ARRAY_LEN, MAX_BULK_BYTES, MAX_READ_BUFFER_BYTES, MAX_REQUEST_BYTES,
 };
-use tickraft_kv::resp::{Args, ReadError, RequestReader};
+use tickraft_kv::resp::{Args, ProtocolError, RequestReader};
 use tickraft_kv::store::KvStore;
 
 /// `cases` unless `PROPTEST_CASES` says otherwise, from a fixed seed unless `PROPTEST_RNG_SEED`
@@ -59,15 +59,16 @@ impl Read for Chunked<'_> {
 }
 
 /// Reads every request from `data`; stops at the first protocol error.
-fn read_all(data: &[u8], sizes: Vec<usize>) -> (Vec<Args>, Option<ReadError>) {
-    let mut reader = RequestReader::new(Chunked {
+fn read_all(data: &[u8], sizes: Vec<usize>) -> (Vec<Args>, Option<ProtocolError>) {
+    let mut stream = Chunked {
         data,
         sizes,
         next: 0,
-    });
+    };
+    let mut reader = RequestReader::new();
     let mut got = Vec::new();
     loop {
-        let r = reader.next_request(|| Ok(()));
+        let r = reader.next_request();
         assert!(
             reader.held_bytes() <= MAX_READ_BUFFER_BYTES + MAX_REQUEST_BYTES,
             "holds {} bytes",
@@ -80,7 +81,16 @@ fn read_all(data: &[u8], sizes: Vec<usize>) -> (Vec<Args>, Option<ReadError>) {
                 assert!(args.iter().map(Vec::len).sum::<usize>() <= MAX_REQUEST_BYTES);
                 got.push(args);
             }
-            Ok(None) => return (got, None),
+            Ok(None) => {
+                let buf = match reader.read_buf() {
+                    Ok(buf) => buf,
+                    Err(e) => return (got, Some(e)),
+                };
+                match stream.read(buf).expect("reads from memory") {
+                    0 => return (got, None),
+                    n => reader.filled(n),
+                }
+            }
             Err(e) => return (got, Some(e)),
         }
     }

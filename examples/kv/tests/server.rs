@@ -6,11 +6,12 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use raft_std::{Metrics, RequestError};
 use redis::{Commands, RedisResult, Value};
-use tickraft_kv::backend::{Backend, LocalBackend, RaftStatus};
+use tickraft_kv::backend::{Backend, LocalBackend, RaftStatus, Reply};
 use tickraft_kv::server::{Server, ServerConfig};
 
 fn start(backend: Arc<dyn Backend>, max_clients: usize) -> Server {
@@ -393,36 +394,135 @@ fn max_clients_is_enforced() {
 
 #[test]
 fn concurrent_increments_all_count() {
-    let server = local();
-    let addr = server.local_addr();
-    let threads: Vec<_> = (0..8)
-        .map(|_| {
-            std::thread::spawn(move || {
-                let mut con = client(addr);
-                for _ in 0..200 {
-                    let _: i64 = con.incr("ctr", 1).expect("INCR");
-                }
+    // On the default multi-thread runtime and on a current-thread one.
+    for threads in [ServerConfig::default().threads, 1] {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut config = ServerConfig::default();
+        config.threads = threads;
+        let server = Server::start(listener, Arc::new(LocalBackend::new()), config).expect("start");
+        let addr = server.local_addr();
+        let clients: Vec<_> = (0..8)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let mut con = client(addr);
+                    for _ in 0..200 {
+                        let _: i64 = con.incr("ctr", 1).expect("INCR");
+                    }
+                })
             })
-        })
-        .collect();
-    for t in threads {
-        t.join().expect("thread");
+            .collect();
+        for t in clients {
+            t.join().expect("thread");
+        }
+        let mut con = client(addr);
+        assert_eq!(
+            con.get::<_, i64>("ctr").expect("GET"),
+            1600,
+            "{threads} threads"
+        );
     }
-    let mut con = client(addr);
-    assert_eq!(con.get::<_, i64>("ctr").expect("GET"), 1600);
+}
+
+/// A counter that answers each request from another thread after `delay`, as a node does: the
+/// connection's task really waits for its wake-up.
+struct Slow {
+    delay: Duration,
+    count: Arc<AtomicUsize>,
+    answered: Arc<AtomicUsize>,
+}
+
+impl Slow {
+    fn new(delay: Duration) -> Self {
+        Slow {
+            delay,
+            count: Arc::new(AtomicUsize::new(0)),
+            answered: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    fn answer_later(&self, n: usize) -> Reply<'static> {
+        let answer = Arc::new(std::sync::Mutex::new(None));
+        let (delay, answered) = (self.delay, Arc::clone(&self.answered));
+        let mut started = false;
+        Box::pin(std::future::poll_fn(move |cx| {
+            if let Some(reply) = answer.lock().expect("lock").take() {
+                answered.fetch_add(1, Ordering::SeqCst);
+                return Poll::Ready(Ok(reply));
+            }
+            if !started {
+                started = true;
+                let (answer, waker) = (Arc::clone(&answer), cx.waker().clone());
+                std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    *answer.lock().expect("lock") = Some(format!(":{n}\r\n").into_bytes());
+                    waker.wake();
+                });
+            }
+            Poll::Pending
+        }))
+    }
+}
+
+impl Backend for Slow {
+    fn propose<'a>(&'a self, _: &'a [u8]) -> Reply<'a> {
+        self.answer_later(self.count.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+    fn read<'a>(&'a self, _: &'a [u8]) -> Reply<'a> {
+        self.answer_later(self.count.load(Ordering::SeqCst))
+    }
+    fn status(&self) -> RaftStatus {
+        LocalBackend::new().status()
+    }
+    fn metrics(&self) -> Metrics {
+        Metrics::default()
+    }
+    fn key_count(&self) -> u64 {
+        0
+    }
+}
+
+#[test]
+fn requests_that_wait_for_the_node_are_answered_in_order() {
+    let server = start(Arc::new(Slow::new(Duration::from_millis(2))), 8);
+    let mut s = raw(server.local_addr());
+    s.write_all(&b"INCR c\r\nPING\r\n".repeat(20))
+        .expect("write");
+    let want: String = (1..=20).map(|i| format!(":{i}\r\n+PONG\r\n")).collect();
+    assert_eq!(read_n(&mut s, want.len()), want);
+}
+
+#[test]
+fn shutdown_lets_a_request_with_the_node_finish() {
+    let backend = Arc::new(Slow::new(Duration::from_millis(300)));
+    let (count, answered) = (Arc::clone(&backend.count), Arc::clone(&backend.answered));
+    let server = start(backend, 8);
+    let mut s = raw(server.local_addr());
+    s.write_all(b"INCR c\r\n").expect("write");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count.load(Ordering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the node"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    server.shutdown();
+    assert_eq!(answered.load(Ordering::SeqCst), 1);
+    // The reply still goes out (the socket has room for it), then the connection closes.
+    assert_eq!(read_to_close(&mut s), ":1\r\n");
 }
 
 /// A node that fails every request with one error.
 struct Failing(RequestError, AtomicUsize);
 
 impl Backend for Failing {
-    fn propose(&self, _: &[u8]) -> Result<Vec<u8>, RequestError> {
+    fn propose<'a>(&'a self, _: &'a [u8]) -> Reply<'a> {
         self.1.fetch_add(1, Ordering::Relaxed);
-        Err(self.0)
+        Box::pin(std::future::ready(Err(self.0)))
     }
-    fn read(&self, _: &[u8]) -> Result<Vec<u8>, RequestError> {
+    fn read<'a>(&'a self, _: &'a [u8]) -> Reply<'a> {
         self.1.fetch_add(1, Ordering::Relaxed);
-        Err(self.0)
+        Box::pin(std::future::ready(Err(self.0)))
     }
     fn status(&self) -> RaftStatus {
         RaftStatus {
