@@ -231,6 +231,22 @@ fn a_data_dir_is_never_recovered_as_another_node() {
     assert!(err.to_string().contains("belongs to node 1"), "{err}");
 }
 
+#[test]
+fn a_running_node_holds_its_data_dir() {
+    let c = Cluster::new(1);
+    c.wait_leader();
+    let mut cfg = c.config(0);
+    // Another process (here: another node) cannot open the same directory meanwhile.
+    cfg.members = vec![(NodeId(1), common::free_addrs(1)[0])];
+    let err = raft_std::Node::start(cfg, common::Counter::default())
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string().contains("in use by another process"),
+        "{err}"
+    );
+}
+
 #[cfg(feature = "tokio")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_api_proposes_and_reads() {

@@ -181,6 +181,7 @@ pub(crate) fn start<M: StateMachine>(
         })?;
 
     identity::check_or_create(&config.data_dir, config.cluster_id, config.id)?;
+    let dir_lock = identity::lock(&config.data_dir)?;
     let (wal, recovery) = Wal::open(&config.data_dir.join("wal"), config.wal.clone())?;
     tracing::info!(
         id = config.id.0,
@@ -250,7 +251,11 @@ pub(crate) fn start<M: StateMachine>(
     let thread = std::thread::Builder::new()
         .name(format!("tickraft-node-{}", config.id.0))
         .stack_size(stack)
-        .spawn(move || run(config, members, wal, transport, sm, thread_shared, tx))
+        .spawn(move || {
+            // Held until the node thread ends: the directory is this node's while it runs.
+            let _dir_lock = dir_lock;
+            run(config, members, wal, transport, sm, thread_shared, tx)
+        })
         .map_err(StartError::Thread)?;
     // The core is built on the node thread (it lives on that thread's stack); wait for it.
     match rx.recv() {

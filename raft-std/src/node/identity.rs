@@ -11,6 +11,32 @@ use raft_core::NodeId;
 use super::StartError;
 
 const FILE: &str = "tickraft.id";
+const LOCK: &str = "tickraft.lock";
+
+/// Takes an exclusive lock on `dir` for as long as the returned file lives, so that two processes
+/// never run one member's log (two writers would interleave records, and two voters with one
+/// identity could vote twice in a term). The lock is the kernel's (`flock`): it goes away with
+/// the process, however it dies.
+pub(crate) fn lock(dir: &Path) -> Result<fs::File, StartError> {
+    let path = dir.join(LOCK);
+    let io = |source| StartError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(fs::TryLockError::WouldBlock) => Err(StartError::Locked {
+            path: dir.to_path_buf(),
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(io(e)),
+    }
+}
 
 /// Creates `dir` and its identity file if new; otherwise checks the recorded identity.
 pub(crate) fn check_or_create(dir: &Path, cluster: u64, id: NodeId) -> Result<(), StartError> {
@@ -84,6 +110,10 @@ mod tests {
                 ..
             })
         ));
+        let held = lock(dir.path()).expect("first lock");
+        assert!(matches!(lock(dir.path()), Err(StartError::Locked { .. })));
+        drop(held);
+        lock(dir.path()).expect("free again once the holder is gone");
         fs::write(dir.path().join(FILE), "garbage").expect("write");
         assert!(matches!(
             check_or_create(dir.path(), 0xabc, NodeId(2)),

@@ -165,6 +165,12 @@ pub enum StartError {
         /// The cluster id this node was started with.
         cluster: u64,
     },
+    /// Another process has the data directory open.
+    #[error("data directory {path} is in use by another process (tickraft.lock is held)")]
+    Locked {
+        /// The directory.
+        path: PathBuf,
+    },
     /// The write-ahead log could not be recovered.
     #[error(transparent)]
     Wal(#[from] WalError),
