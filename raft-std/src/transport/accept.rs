@@ -88,7 +88,7 @@ fn serve(inner: &Arc<Inner>, stream: Arc<TcpStream>, remote: SocketAddr, slot: u
 /// The acceptor's side: read and check the dialer's hello, answer with ours.
 fn handshake(inner: &Inner, stream: &TcpStream) -> Result<Arc<Peer>, Refusal> {
     let deadline = deadline_after(inner.options.handshake_timeout);
-    stream.set_nodelay(true).map_err(Refusal::Io)?;
+    super::tune(stream).map_err(Refusal::Io)?;
     let hello = handshake::read_hello(stream, deadline)?;
     let from = hello.check_dialer(inner.cluster_id, inner.id, |id| {
         inner.peers.contains_key(&id)

@@ -505,6 +505,24 @@ fn wait<'a, T>(cv: &Condvar, g: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
     cv.wait(g).unwrap_or_else(|p| p.into_inner())
 }
 
+/// Socket options of every member connection: no Nagle delay (frames are flushed in batches
+/// already), and a bound on how long a vanished peer (power loss, a cut cable: no reset ever
+/// arrives) looks connected. Keepalive probes an idle connection after 5 s; `TCP_USER_TIMEOUT`
+/// fails a connection whose sent data stays unacknowledged for 10 s, which keepalive alone does
+/// not do while frames keep being sent. The connection then closes and the dialer redials.
+pub(super) fn tune(stream: &std::net::TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let sock = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(5))
+        .with_interval(std::time::Duration::from_secs(1))
+        .with_retries(5);
+    sock.set_tcp_keepalive(&keepalive)?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    sock.set_tcp_user_timeout(Some(std::time::Duration::from_secs(10)))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -529,5 +547,23 @@ mod tests {
         let any6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 7000);
         assert_eq!(wake_addr(any6).ip(), IpAddr::V6(Ipv6Addr::LOCALHOST));
         assert_eq!(wake_addr(addr(9)), addr(9));
+    }
+}
+
+#[cfg(test)]
+mod tune_tests {
+    #[test]
+    fn member_sockets_bound_how_long_a_vanished_peer_looks_connected() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let s = std::net::TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        super::tune(&s).expect("tune");
+        let sock = socket2::SockRef::from(&s);
+        assert!(s.nodelay().expect("nodelay"));
+        assert!(sock.keepalive().expect("keepalive"));
+        #[cfg(target_os = "linux")]
+        assert_eq!(
+            sock.tcp_user_timeout().expect("user timeout"),
+            Some(std::time::Duration::from_secs(10))
+        );
     }
 }

@@ -255,7 +255,7 @@ impl Peer {
         let o = &inner.options;
         let stream = TcpStream::connect_timeout(&self.addr, o.connect_timeout)
             .map_err(DialError::Connect)?;
-        stream.set_nodelay(true).map_err(DialError::Connect)?;
+        super::tune(&stream).map_err(DialError::Connect)?;
         let stream = Arc::new(stream);
         {
             let mut st = lock(&self.state);
