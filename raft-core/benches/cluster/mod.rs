@@ -201,7 +201,7 @@ impl Cluster {
     /// One round: every node takes its messages and hands out its Ready, in id order.
     fn round(&mut self, inflight: u64) {
         self.rounds += 1;
-        if self.rounds % ROUNDS_PER_TICK == 0 {
+        if self.rounds.is_multiple_of(ROUNDS_PER_TICK) {
             for n in self.nodes.iter_mut() {
                 n.tick();
             }
