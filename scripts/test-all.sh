@@ -36,6 +36,10 @@ RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
 
 step "tests (unit, doc, simulation suites, property tests, raft-std with tokio, real processes)"
 cargo test --workspace --all-features --locked 2>&1 | tee "$log"
+
+step "real clients: redis-cli, redis-benchmark and Python redis against a tickraft-kv cluster"
+bash scripts/client-compat.sh target/debug/tickraft-kv
+
 # One closing line over every test binary, so the total is not left to the last binary's line.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "\ntotal: %d passed, %d failed\n", p, f }' "$log" "$log_loom"
