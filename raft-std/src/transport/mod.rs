@@ -548,10 +548,7 @@ mod tests {
         assert_eq!(wake_addr(any6).ip(), IpAddr::V6(Ipv6Addr::LOCALHOST));
         assert_eq!(wake_addr(addr(9)), addr(9));
     }
-}
 
-#[cfg(test)]
-mod tune_tests {
     #[test]
     fn member_sockets_bound_how_long_a_vanished_peer_looks_connected() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
