@@ -152,7 +152,7 @@ fn client(
             // Independent bits for the key and the kind of operation.
             let key = ((rng >> 8) % KEYS as u64) as usize;
             let start = Instant::now();
-            if (rng >> 24) % 3 == 0 {
+            if (rng >> 24).is_multiple_of(3) {
                 let r: redis::RedisResult<Option<String>> =
                     redis::cmd("GET").arg(format!("lin{key}")).query(&mut con);
                 if let Ok(v) = r {
