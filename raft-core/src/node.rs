@@ -42,6 +42,8 @@ pub struct Node<
 #[derive(Clone, Copy, Debug)]
 struct Taken {
     hard_state: Option<HardState>,
+    hard_state_must_sync: bool,
+    outbox_after_persist: usize,
     last: Option<(Index, Term)>,
     commit: Index,
     outbox_len: usize,
@@ -239,10 +241,13 @@ impl<
             let i = unstable.last_index();
             (i, r.log.unstable.term(i).unwrap_or(Term::ZERO))
         });
-        let must_sync = last.is_some()
-            || hard_state.is_some_and(|h| h.term != r.persisted.term || h.vote != r.persisted.vote);
+        let hard_state_must_sync =
+            hard_state.is_some_and(|h| h.term != r.persisted.term || h.vote != r.persisted.vote);
+        let must_sync = last.is_some() || hard_state_must_sync;
         self.taken = Some(Taken {
             hard_state,
+            hard_state_must_sync,
+            outbox_after_persist: r.outbox.iter(r.outbox.len(), Class::AfterPersist).len(),
             last,
             commit: r.log.commit,
             outbox_len: r.outbox.len(),
@@ -261,12 +266,44 @@ impl<
             applied: r.applied,
             commit: r.log.commit,
             must_sync,
+            hard_state_must_sync,
         }
     }
 
     /// The host has done everything the last `Ready` asked. Inputs that arrived between
     /// `ready()` and `advance()` are kept for the next `Ready`.
     pub fn advance(&mut self) {
+        self.finish(true);
+    }
+
+    /// Like [`advance`](Node::advance), for a `Ready` whose entries the host has written
+    /// (readable through the storage) but whose sync is still under way, so that the node goes
+    /// on working while the disk does (thesis §10.2.1). Allowed only when
+    /// [`Ready::can_defer_sync`] said so; otherwise it acts as `advance`. The leader does not
+    /// count its own copy of those entries until the host reports them durable with
+    /// [`persisted`](Node::persisted). A later `advance` (after a sync that covers everything
+    /// written before it) counts everything.
+    pub fn advance_unsynced(&mut self) {
+        let deferrable = self
+            .taken
+            .is_some_and(|t| t.outbox_after_persist == 0 && !t.hard_state_must_sync);
+        self.finish(!deferrable);
+    }
+
+    /// The host's sync made the log durable through `index`, whose entry had `term` when it
+    /// was written. Stale reports (the entry was since replaced) are ignored.
+    pub fn persisted(&mut self, index: Index, term: Term) {
+        let r = &mut self.raft;
+        if index <= r.durable || r.log.term(index) != Some(term) {
+            return;
+        }
+        r.durable = index;
+        if r.role == Role::Leader {
+            r.leader_persisted();
+        }
+    }
+
+    fn finish(&mut self, synced: bool) {
         let Some(t) = self.taken.take() else { return };
         let r = &mut self.raft;
         if let Some(hs) = t.hard_state {
@@ -274,6 +311,10 @@ impl<
         }
         if let Some((index, term)) = t.last {
             r.log.stable_to(index, term);
+        }
+        if synced {
+            // The sync covered everything written so far.
+            r.durable = r.log.stable_index();
         }
         if t.commit > r.applied {
             r.applied = t.commit;

@@ -43,6 +43,7 @@ pub struct Ready<'a, S> {
     pub(crate) applied: Index,
     pub(crate) commit: Index,
     pub(crate) must_sync: bool,
+    pub(crate) hard_state_must_sync: bool,
 }
 
 impl<S> fmt::Debug for Ready<'_, S> {
@@ -81,6 +82,16 @@ impl<'a, S: Storage> Ready<'a, S> {
     /// a restarted node learns it again from the leader.
     pub fn must_sync(&self) -> bool {
         self.must_sync
+    }
+
+    /// Whether the host may finish this `Ready` with
+    /// [`Node::advance_unsynced`](crate::Node::advance_unsynced): nothing in it promises
+    /// durability to anyone (no `persisted_messages`, no new term or vote), so its entries may
+    /// become durable later. Only a leader's own entries are counted by durability alone, and
+    /// the leader counts them when the host reports them with
+    /// [`Node::persisted`](crate::Node::persisted).
+    pub fn can_defer_sync(&self) -> bool {
+        self.persisted_messages.is_empty() && !self.hard_state_must_sync
     }
 }
 

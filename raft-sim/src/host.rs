@@ -145,6 +145,7 @@ impl Sim {
                 }
             }
         }
+        let deferred = self.cfg.async_leader_persist && rd.can_defer_sync();
         let io = PendingIo {
             hard_state: rd.hard_state,
             entries,
@@ -152,8 +153,32 @@ impl Sim {
             committed,
             read_states: rd.read_states.to_vec(),
         };
+        let leader = node.role() == Role::Leader;
         if let Some(err) = broken {
             self.fail(format!("n{id} could not read a committed entry: {err}"));
+            return;
+        }
+        if deferred && leader {
+            // Written now (to the page cache: readable, not durable), advanced at once; the
+            // sync reports back later, and a crash before it loses the write.
+            for (to, bytes) in now {
+                self.send(id, to, bytes);
+            }
+            let last = io.entries.last().map(|e| (e.index, e.term));
+            self.complete_io(id, io, false);
+            if let Some((index, term)) = last {
+                let latency = self.rng.range(self.cfg.disk_min_us, self.cfg.disk_max_us);
+                let incarnation = self.hosts[k].incarnation;
+                self.schedule(
+                    latency,
+                    Action::SyncDone {
+                        node: id,
+                        incarnation,
+                        index,
+                        term,
+                    },
+                );
+            }
             return;
         }
         self.hosts[k].io = Some(io);
@@ -176,6 +201,13 @@ impl Sim {
         let Some(io) = self.hosts[k].io.take() else {
             return;
         };
+        self.complete_io(id, io, true);
+    }
+
+    /// Writes a `Ready` to the disk, sends what waited for it, applies, and advances: synced
+    /// (everything written so far is durable), or not (a leader's deferred sync).
+    fn complete_io(&mut self, id: NodeId, io: PendingIo, synced: bool) {
+        let k = self.slot(id);
         let Some(node) = self.hosts[k].node.as_mut() else {
             return;
         };
@@ -250,7 +282,12 @@ impl Sim {
             self.reads.push((id, r));
         }
         if let Some(node) = self.hosts[k].node.as_mut() {
-            node.advance();
+            if synced {
+                node.storage_mut().mark_durable();
+                node.advance();
+            } else {
+                node.advance_unsynced();
+            }
         }
     }
 

@@ -43,6 +43,10 @@ pub struct SimConfig {
     pub disk_max_us: u64,
     /// Events kept in memory (all are hashed).
     pub trace_keep: usize,
+    /// A leader writes each `Ready` it may ([`raft_core::Ready::can_defer_sync`]) at once,
+    /// calls `advance_unsynced`, and reports the sync with `persisted` when the disk finishes,
+    /// as raft-std does; a crash before then loses the write. Default off.
+    pub async_leader_persist: bool,
 }
 
 impl SimConfig {
@@ -61,6 +65,7 @@ impl SimConfig {
             disk_min_us: 0,
             disk_max_us: 1_000,
             trace_keep: 20_000,
+            async_leader_persist: false,
         }
     }
 }
@@ -120,6 +125,13 @@ pub(crate) enum Action {
     IoDone {
         node: NodeId,
         incarnation: u64,
+    },
+    /// A leader's deferred sync finished.
+    SyncDone {
+        node: NodeId,
+        incarnation: u64,
+        index: Index,
+        term: Term,
     },
 }
 
@@ -351,6 +363,21 @@ impl Sim {
                     self.after_input(node);
                 }
             }
+            Action::SyncDone {
+                node,
+                incarnation,
+                index,
+                term,
+            } => {
+                let k = self.slot(node);
+                if self.hosts[k].incarnation == incarnation {
+                    if let Some(n) = self.hosts[k].node.as_mut() {
+                        n.storage_mut().mark_durable_through(index, term);
+                        n.persisted(index, term);
+                        self.after_input(node);
+                    }
+                }
+            }
         }
         self.check()?;
         Ok(true)
@@ -477,7 +504,9 @@ impl Sim {
         let Some(node) = self.hosts[k].node.take() else {
             return;
         };
-        self.hosts[k].disk = Some(node.into_storage());
+        let mut disk = node.into_storage();
+        disk.lose_unsynced();
+        self.hosts[k].disk = Some(disk);
         self.hosts[k].io = None;
         self.hosts[k].incarnation += 1;
         self.record(EventKind::Crash { node: id });

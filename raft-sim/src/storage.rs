@@ -21,6 +21,10 @@ pub struct StoredEntry {
 pub struct SimStorage {
     hard_state: HardState,
     entries: Vec<StoredEntry>,
+    /// What a crash keeps: entries written but not yet synced (a leader's, with
+    /// `SimConfig::async_leader_persist`) are lost, and so is a hard state written since.
+    durable_len: usize,
+    durable_hard_state: HardState,
 }
 
 pub(crate) fn mix(h: u64, v: u64) -> u64 {
@@ -70,6 +74,7 @@ impl SimStorage {
                 });
             }
             self.entries.truncate(pos);
+            self.durable_len = self.durable_len.min(pos);
             let prev = self.entries.last().map_or(FNV_OFFSET, |p| p.prefix_hash);
             let h = hash_bytes(mix(mix(prev, e.term.0), e.kind as u64), e.data);
             self.entries.push(StoredEntry {
@@ -80,6 +85,27 @@ impl SimStorage {
             });
         }
         Ok(())
+    }
+
+    /// Everything written so far is durable (a sync covers every earlier write).
+    pub fn mark_durable(&mut self) {
+        self.durable_len = self.entries.len();
+        self.durable_hard_state = self.hard_state;
+    }
+
+    /// Entries through `index` are durable, if the entry there still has `term` (a stale
+    /// report about a replaced entry changes nothing).
+    pub fn mark_durable_through(&mut self, index: Index, term: Term) {
+        let n = index.0 as usize;
+        if n > self.durable_len && self.get(index).is_some_and(|e| e.term == term) {
+            self.durable_len = n;
+        }
+    }
+
+    /// What survives a crash: the durable prefix and hard state.
+    pub fn lose_unsynced(&mut self) {
+        self.entries.truncate(self.durable_len);
+        self.hard_state = self.durable_hard_state;
     }
 
     /// The persisted entries, index 1 first.

@@ -119,7 +119,9 @@ impl<
         self.reset_timers();
         self.reads.clear();
         let last = self.log.last_index();
-        let stable = self.log.stable_index();
+        // Only what is durable counts as the leader's own copy (entries written with
+        // `advance_unsynced` may still be in flight to the disk).
+        let stable = self.durable_index();
         let id = self.id;
         for p in self.tracker.peers.iter_mut() {
             p.reset(last);

@@ -96,6 +96,10 @@ pub(crate) struct Raft<
     pub(crate) read_states: heapless::Vec<ReadState, R>,
     /// The hard state the host last persisted (or loaded from storage).
     pub(crate) persisted: HardState,
+    /// The highest index of this node's log known durable. Below the stable index when the host
+    /// wrote entries with `advance_unsynced` and has not yet reported them with `persisted`.
+    /// Read through `durable_index`, which also bounds it by the stable index (a truncated log).
+    pub(crate) durable: Index,
     /// A new leader could not append its no-op for lack of room; retried on advance.
     pub(crate) noop_pending: bool,
 
@@ -125,6 +129,12 @@ impl<
         const R: usize,
     > Raft<S, P, W, E, B, O, R>
 {
+    /// The highest index known durable in this node's log: what a leader counts as its own
+    /// copy. Bounded by the stable index, which drops when the log is truncated.
+    pub(crate) fn durable_index(&self) -> Index {
+        self.durable.min(self.log.stable_index())
+    }
+
     pub(crate) fn new(config: &Config<'_>, storage: S) -> Result<Self, ConfigError> {
         if config.id.is_none() {
             return Err(ConfigError::ZeroId);
@@ -186,6 +196,7 @@ impl<
             reads: ReadQueue::new(),
             read_states: heapless::Vec::new(),
             persisted: hs,
+            durable: last,
             noop_pending: false,
             election_elapsed: 0,
             heartbeat_elapsed: 0,

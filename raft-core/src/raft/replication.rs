@@ -378,9 +378,9 @@ impl<
         }
     }
 
-    /// The host persisted the log through the local stable index: count the leader's own copy.
+    /// The host made the log durable through `durable_index`: count the leader's own copy.
     pub(crate) fn leader_persisted(&mut self) {
-        let stable = self.log.stable_index();
+        let stable = self.durable_index();
         let id = self.id;
         if let Some(p) = self.tracker.get_mut(id) {
             if stable > p.matched {
