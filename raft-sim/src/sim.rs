@@ -192,8 +192,12 @@ impl Sim {
 
     /// A cluster whose nodes start from the given disks (one per node, id order): for scenarios
     /// that begin with particular logs.
-    pub fn with_disks(cfg: SimConfig, disks: Vec<SimStorage>) -> Self {
+    pub fn with_disks(cfg: SimConfig, mut disks: Vec<SimStorage>) -> Self {
         assert_eq!(disks.len() as u64, cfg.nodes, "one disk per node");
+        // What the simulation is handed is on disk: durable.
+        for d in &mut disks {
+            d.mark_durable();
+        }
         let ids: Vec<NodeId> = (1..=cfg.nodes).map(NodeId).collect();
         let mut sim = Sim {
             rng: SimRng::new(cfg.seed),

@@ -895,3 +895,47 @@ proptest! {
         prop_assert_eq!(view(&wal), got);
     }
 }
+
+/// `write` + `SyncHandle::sync` (the leader's deferred sync): what was written is readable at
+/// once, counts as unsynced until `sync`, survives a reopen, and a log written only this way
+/// still rotates its segments.
+#[test]
+fn deferred_writes_sync_from_a_handle_and_still_rotate() {
+    use raft_core::{Entry, EntryKind, Index, Storage, Term};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = raft_std::wal::WalOptions::default();
+    opts.segment_bytes = 4096;
+    let (mut wal, _) = raft_std::wal::Wal::open(dir.path(), opts.clone()).expect("open");
+    let data = [7u8; 100];
+    let mut handles = 0;
+    for i in 1..=200u64 {
+        wal.append([Entry {
+            index: Index(i),
+            term: Term(1),
+            kind: EntryKind::Normal,
+            data: &data,
+        }])
+        .expect("append");
+        if let Some(h) = wal.write().expect("write") {
+            assert!(wal.has_unsynced());
+            h.sync().expect("fdatasync from the handle");
+            handles += 1;
+        }
+        assert_eq!(wal.last_index(), Index(i));
+    }
+    assert!(handles > 100, "most writes hand out a handle");
+    wal.sync().expect("sync");
+    assert!(!wal.has_unsynced());
+    drop(wal);
+    let segments = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "wal"))
+        })
+        .count();
+    assert!(segments > 3, "{segments} segments: writes alone rotate");
+    let (wal, rec) = raft_std::wal::Wal::open(dir.path(), opts).expect("reopen");
+    assert_eq!(rec.entries, 200);
+    assert_eq!(wal.entry(Index(200)).expect("entry").data, &data);
+}

@@ -220,6 +220,37 @@ pub struct Wal {
     current: OpenSegment,
     /// Set by the first failed I/O operation; every later call fails.
     poisoned: Option<(PathBuf, &'static str)>,
+    /// Records written by [`Wal::write`] and not yet synced by [`Wal::sync`].
+    unsynced: bool,
+    /// A second handle on the current segment, for [`SyncHandle`]s (made on first use, per
+    /// segment).
+    sync_file: Option<(u64, std::sync::Arc<std::fs::File>)>,
+}
+
+/// Makes durable what [`Wal::write`] wrote, from any thread: an `fdatasync` of the segment it
+/// went to. Syncing the file covers every write to it before, so a later handle's sync also
+/// covers an earlier one's.
+#[derive(Clone, Debug)]
+pub struct SyncHandle {
+    file: std::sync::Arc<std::fs::File>,
+    skip: bool,
+}
+
+impl SyncHandle {
+    /// Runs the `fdatasync` (nothing with `dangerously_skip_fsync`); returns how long it took.
+    pub fn sync(&self) -> std::io::Result<Duration> {
+        if self.skip {
+            return Ok(Duration::ZERO);
+        }
+        let start = Instant::now();
+        self.file.sync_data()?;
+        Ok(start.elapsed())
+    }
+
+    /// Whether two handles sync the same file.
+    pub fn same_file(&self, other: &SyncHandle) -> bool {
+        std::sync::Arc::ptr_eq(&self.file, &other.file)
+    }
 }
 
 impl fmt::Debug for Wal {
@@ -258,6 +289,8 @@ impl Wal {
             segments: rec.segments,
             current: rec.current,
             poisoned: None,
+            unsynced: false,
+            sync_file: None,
         };
         Ok((wal, rec.report))
     }
@@ -365,7 +398,7 @@ impl Wal {
     /// returned: the caller then acknowledges less than it could, never more.)
     pub fn sync(&mut self) -> Result<SyncStats, WalError> {
         self.check_poisoned()?;
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && !self.unsynced {
             return Ok(SyncStats {
                 bytes: 0,
                 synced: false,
@@ -386,6 +419,7 @@ impl Wal {
             duration = start.elapsed();
         }
         self.current.len += bytes;
+        self.unsynced = false;
         self.pending.clear();
         self.pending.shrink_to(PENDING_KEEP);
         if self.current.len >= self.options.segment_bytes {
@@ -396,6 +430,53 @@ impl Wal {
             synced,
             duration,
         })
+    }
+
+    /// Writes every buffered record (one `write`) without syncing, and returns a handle that
+    /// makes it durable from another thread; `None` if nothing was buffered, or if the write
+    /// filled the segment, which is then synced and rotated here. The next
+    /// [`Wal::sync`] syncs it too. Segments rotate only in `sync`, after a sync, so that a
+    /// handle's file holds everything written since the last `sync`.
+    pub fn write(&mut self) -> Result<Option<SyncHandle>, WalError> {
+        self.check_poisoned()?;
+        if self.pending.is_empty() {
+            return Ok(None);
+        }
+        if let Err(e) = self.current.file.write_all(&self.pending) {
+            return Err(self.poison("write", e));
+        }
+        self.current.len += self.pending.len() as u64;
+        self.pending.clear();
+        self.pending.shrink_to(PENDING_KEEP);
+        self.unsynced = true;
+        if self.current.len >= self.options.segment_bytes {
+            // A full segment is synced and closed here, so that a log written only through
+            // `write` still rotates; the caller finds nothing left to sync.
+            if !self.options.dangerously_skip_fsync {
+                if let Err(e) = self.current.file.sync_data() {
+                    return Err(self.poison("sync", e));
+                }
+            }
+            self.unsynced = false;
+            self.rotate()?;
+            return Ok(None);
+        }
+        let seq = self.current.name.seq;
+        let file = match &self.sync_file {
+            Some((s, f)) if *s == seq => f.clone(),
+            _ => match self.current.file.try_clone() {
+                Ok(f) => {
+                    let f = std::sync::Arc::new(f);
+                    self.sync_file = Some((seq, f.clone()));
+                    f
+                }
+                Err(e) => return Err(self.poison("dup", e)),
+            },
+        };
+        Ok(Some(SyncHandle {
+            file,
+            skip: self.options.dangerously_skip_fsync,
+        }))
     }
 
     /// Starts the next segment. Everything is synced, so the hard state it begins with is
@@ -446,7 +527,7 @@ impl Wal {
 
     /// Whether records are buffered that [`Wal::sync`] has not yet written.
     pub fn has_unsynced(&self) -> bool {
-        !self.pending.is_empty()
+        !self.pending.is_empty() || self.unsynced
     }
 }
 
