@@ -32,6 +32,13 @@
 //!    next fsync. raft-std does this.
 //! 5. **Advance**: drop the `Ready` and call [`Node::advance`].
 //!
+//! A leader's host may also sync off its event loop (thesis §10.2.1). When
+//! [`Ready::can_defer_sync`] (nothing in the `Ready` promises durability to anyone), write the
+//! entries so that the storage can read them, start the sync, and call
+//! [`Node::advance_unsynced`] instead of `advance`; when the sync completes, report it with
+//! [`Node::persisted`]. The leader counts its own copy of those entries only then. A later
+//! `advance` means a sync covered everything written before it.
+//!
 //! The node is deterministic: the same configuration (including [`Config::seed`]) and the
 //! same sequence of inputs produce the same outputs, bit for bit.
 //!
