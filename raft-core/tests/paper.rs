@@ -1833,3 +1833,72 @@ fn ready_leader_counts_its_own_entry_only_after_advance() {
     assert_eq!(out.committed.len(), 1);
     assert_eq!(out.committed[0].data, b"x");
 }
+
+/// Thesis §10.2.1: a leader may write its log in parallel with replicating it. With
+/// `advance_unsynced`, the leader's own copy does not count until `persisted` reports it: one
+/// follower's acknowledgement is not a quorum of three until then, while two followers'
+/// acknowledgements are a quorum without the leader.
+#[test]
+fn ready_deferred_leader_sync_counts_its_copy_only_once_persisted() {
+    // A leader of term 1 whose no-op (index 1) is durable, each follower acknowledging it.
+    let (mut node, _) = leader_of_three();
+    for f in [2, 3] {
+        deliver(&mut node, &msg(f, 1, 1, ack(1)));
+    }
+    process(&mut node);
+    assert_eq!(node.status().commit, Index(1));
+
+    // Entry 2: written, not yet synced.
+    let index = node.propose(b"x").expect("leader accepts");
+    assert_eq!(index, Index(2));
+    {
+        let rd = node.ready();
+        assert!(
+            rd.can_defer_sync(),
+            "a leader's batch promises nothing to anyone"
+        );
+        rd.storage.append(rd.entries).expect("room");
+    }
+    node.advance_unsynced();
+    assert_eq!(node.status().stable_index, Index(2), "written");
+    // One follower's acknowledgement: with the leader's unsynced copy not counted, 1 of 3.
+    deliver(&mut node, &msg(2, 1, 1, ack(2)));
+    process(&mut node);
+    assert_eq!(
+        node.status().commit,
+        Index(1),
+        "not a quorum without the leader's sync"
+    );
+    // A stale report (wrong term) changes nothing; the real one completes the quorum.
+    node.persisted(Index(2), Term(7));
+    assert_eq!(node.status().commit, Index(1));
+    node.persisted(Index(2), Term(1));
+    assert_eq!(node.status().commit, Index(2), "leader + one follower");
+
+    // Entry 3, unsynced: both followers acknowledging is a quorum without the leader.
+    node.propose(b"y").expect("leader accepts");
+    {
+        let rd = node.ready();
+        rd.storage.append(rd.entries).expect("room");
+    }
+    node.advance_unsynced();
+    for f in [2, 3] {
+        deliver(&mut node, &msg(f, 1, 1, ack(3)));
+    }
+    process(&mut node);
+    assert_eq!(node.status().commit, Index(3));
+
+    // A Ready that promises something (a vote, once the leader steps down) cannot be deferred:
+    // `advance_unsynced` then acts as `advance`.
+    let mut follower = new_node(2, &IDS3, MemStorage::new(), |c| c.pre_vote = false);
+    deliver(&mut follower, &msg(3, 2, 1, vote(0, 0)));
+    {
+        let rd = follower.ready();
+        assert!(!rd.can_defer_sync());
+        if let Some(hs) = rd.hard_state {
+            rd.storage.set_hard_state(hs);
+        }
+    }
+    follower.advance_unsynced();
+    assert!(!follower.has_ready(), "finished as a synced Ready");
+}
