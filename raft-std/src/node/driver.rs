@@ -70,9 +70,11 @@ pub(crate) enum Request {
     },
 }
 
-pub(crate) struct Incoming {
-    from: NodeId,
-    frame: Vec<u8>,
+pub(crate) enum Incoming {
+    /// A frame from a peer.
+    Frame { from: NodeId, frame: Vec<u8> },
+    /// The sync thread reported (in `Shared::durable`); this only wakes the node thread.
+    Synced,
 }
 
 /// What the node thread and every handle share.
@@ -240,7 +242,10 @@ pub(crate) fn start<M: StateMachine>(
         Box::new(move |from, frame| {
             if let Some(shared) = weak.upgrade() {
                 let bytes = frame.len();
-                if !shared.inbox.push_message(Incoming { from, frame }, bytes) {
+                if !shared
+                    .inbox
+                    .push_message(Incoming::Frame { from, frame }, bytes)
+                {
                     shared
                         .inbox_dropped
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -311,11 +316,7 @@ fn check_config(c: &NodeConfig) -> Result<Vec<NodeId>, StartError> {
 /// Whoever waits for a proposal to be applied.
 enum Waiter {
     /// A client of this node; the command is kept so it can be proposed again if it is lost.
-    Local {
-        command: Vec<u8>,
-        slot: Responder,
-        deadline: Instant,
-    },
+    Local(Unsent),
     /// A follower that forwarded it.
     Remote {
         peer: NodeId,
@@ -380,7 +381,6 @@ struct Driver<M> {
     last_leader: Option<NodeId>,
     last_term: Term,
     metrics: Metrics,
-    frame: Vec<u8>,
     failed: bool,
     /// The leader's deferred syncs go to the sync thread (see `handle_ready`).
     sync_tx: Option<std::sync::mpsc::Sender<(SyncHandle, Index, Term)>>,
@@ -446,7 +446,6 @@ fn run<M: StateMachine>(
         last_leader: None,
         last_term: Term(0),
         metrics: Metrics::default(),
-        frame: Vec::with_capacity(64 * 1024),
         failed: false,
         sync_tx: None,
         sync_thread: None,
@@ -535,9 +534,9 @@ impl<M: StateMachine> Driver<M> {
             }
         }
         for (_, p) in std::mem::take(&mut self.proposed) {
-            if let Waiter::Local { slot, .. } = p.waiter {
+            if let Waiter::Local(u) = p.waiter {
                 // Its entry may still commit: the outcome is unknown.
-                slot.fill(Err(RequestError::Timeout));
+                u.slot.fill(Err(RequestError::Timeout));
             }
         }
         for u in self.unsent.drain(..) {
@@ -607,14 +606,14 @@ impl<M: StateMachine> Driver<M> {
     }
 
     fn handle_frame(&mut self, m: Incoming) {
-        if m.from == NodeId::NONE {
+        let Incoming::Frame { from, frame } = m else {
             return; // A wake-up from the sync thread; `take_durable` did the work.
-        }
-        let frame = match Frame::decode(&m.frame) {
+        };
+        let frame = match Frame::decode(&frame) {
             Ok(f) => f,
             Err(_) => {
                 self.metrics.messages_refused += 1;
-                tracing::debug!(id = self.id.0, from = m.from.0, "refused an unknown frame");
+                tracing::debug!(id = self.id.0, from = from.0, "refused an unknown frame");
                 return;
             }
         };
@@ -622,10 +621,10 @@ impl<M: StateMachine> Driver<M> {
             Frame::Raft(bytes) => {
                 if let Err(e) = self.core.step(bytes) {
                     self.metrics.messages_refused += 1;
-                    tracing::debug!(id = self.id.0, from = m.from.0, error = %e, "refused a message");
+                    tracing::debug!(id = self.id.0, from = from.0, error = %e, "refused a message");
                 }
             }
-            Frame::Forward { id, command } => self.handle_forward(m.from, id, command),
+            Frame::Forward { id, command } => self.handle_forward(from, id, command),
             Frame::ForwardReply {
                 id,
                 outcome,
@@ -683,11 +682,8 @@ impl<M: StateMachine> Driver<M> {
     /// overwritten (a leader appends there only after truncating), so they are lost, not
     /// committed: send them again.
     fn insert_proposed(&mut self, index: Index, waiter: Waiter) {
-        let lost: Vec<u64> = self.proposed.range(index.0..).map(|(&i, _)| i).collect();
-        for i in lost {
-            if let Some(p) = self.proposed.remove(&i) {
-                self.lost(p.waiter);
-            }
+        for (_, p) in self.proposed.split_off(&index.0) {
+            self.lost(p.waiter);
         }
         let term = self.core.term();
         self.proposed.insert(index.0, Proposed { term, waiter });
@@ -695,22 +691,16 @@ impl<M: StateMachine> Driver<M> {
 
     fn lost(&mut self, w: Waiter) {
         match w {
-            Waiter::Local {
-                command,
-                slot,
-                deadline,
-            } => self.unsent.push_back(Unsent {
-                command,
-                slot,
-                deadline,
-            }),
+            Waiter::Local(u) => self.unsent.push_back(u),
             Waiter::Remote { peer, id, .. } => self.reply(peer, id, Outcome::Retry, b""),
         }
     }
 
     fn reply(&mut self, peer: NodeId, id: u64, outcome: Outcome, response: &[u8]) {
-        frame::encode_reply(&mut self.frame, id, outcome, response);
-        if let Err(e) = self.transport.send(peer, &self.frame) {
+        if let Err(e) = self
+            .transport
+            .send_vec(peer, frame::encode_reply(id, outcome, response))
+        {
             self.metrics.messages_dropped += 1;
             tracing::debug!(id = self.id.0, peer = peer.0, error = %e, "reply not sent");
         }
@@ -770,14 +760,7 @@ impl<M: StateMachine> Driver<M> {
                 match self.core.propose(&u.command) {
                     Ok(index) => {
                         self.metrics.proposals += 1;
-                        self.insert_proposed(
-                            index,
-                            Waiter::Local {
-                                command: u.command,
-                                slot: u.slot,
-                                deadline: u.deadline,
-                            },
-                        );
+                        self.insert_proposed(index, Waiter::Local(u));
                     }
                     Err(ProposeError::TooLarge { len, max }) => {
                         u.slot.fill(Err(RequestError::TooLarge { len, max }));
@@ -789,8 +772,10 @@ impl<M: StateMachine> Driver<M> {
             } else if let Some(leader) = leader {
                 let id = self.next_forward_id;
                 self.next_forward_id += 1;
-                frame::encode_forward(&mut self.frame, id, &u.command);
-                match self.transport.send(leader, &self.frame) {
+                match self
+                    .transport
+                    .send_vec(leader, frame::encode_forward(id, &u.command))
+                {
                     Ok(()) => {
                         self.metrics.forwarded += 1;
                         self.forwarded.insert(
@@ -833,72 +818,55 @@ impl<M: StateMachine> Driver<M> {
 
     /// Fails whatever passed its deadline.
     fn expire(&mut self, now: Instant) {
-        let mut keep = VecDeque::new();
-        for u in self.unsent.drain(..) {
-            if u.deadline <= now {
-                u.slot.fill(Err(RequestError::NoLeader));
-            } else {
-                keep.push_back(u);
+        let mut timeouts = 0;
+        let mut fail = |slot: &Responder, e: RequestError| {
+            if e == RequestError::Timeout {
+                timeouts += 1;
             }
-        }
-        self.unsent = keep;
-
-        let expired: Vec<u64> = self
-            .forwarded
-            .iter()
-            .filter(|(_, f)| f.unsent.deadline <= now)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in expired {
-            if let Some(f) = self.forwarded.remove(&id) {
-                self.metrics.timeouts += 1;
-                f.unsent.slot.fill(Err(RequestError::Timeout));
+            slot.fill(Err(e));
+        };
+        self.unsent.retain(|u| {
+            let expired = u.deadline <= now;
+            if expired {
+                fail(&u.slot, RequestError::NoLeader);
             }
-        }
-
-        let expired: Vec<u64> = self
-            .proposed
-            .iter()
-            .filter(|(_, p)| match &p.waiter {
-                Waiter::Local { deadline, .. } => *deadline <= now,
-                Waiter::Remote { expires, .. } => *expires <= now,
-            })
-            .map(|(&i, _)| i)
-            .collect();
-        for i in expired {
-            if let Some(p) = self.proposed.remove(&i) {
-                if let Waiter::Local { slot, .. } = p.waiter {
-                    self.metrics.timeouts += 1;
-                    slot.fill(Err(RequestError::Timeout));
-                }
+            !expired
+        });
+        self.forwarded.retain(|_, f| {
+            let expired = f.unsent.deadline <= now;
+            if expired {
+                fail(&f.unsent.slot, RequestError::Timeout);
             }
-        }
-
-        let expired: Vec<u64> = self
-            .reads
-            .iter()
-            .filter(|(_, r)| r.deadline <= now)
-            .map(|(&c, _)| c)
-            .collect();
-        for c in expired {
-            if let Some(r) = self.reads.remove(&c) {
-                self.metrics.timeouts += 1;
-                r.slot.fill(Err(RequestError::Timeout));
+            !expired
+        });
+        self.proposed.retain(|_, p| match &p.waiter {
+            Waiter::Local(u) if u.deadline <= now => {
+                fail(&u.slot, RequestError::Timeout);
+                false
             }
-        }
-        let mut keep = VecDeque::new();
-        for r in self.reads_unsent.drain(..) {
-            if r.deadline <= now {
-                r.slot.fill(Err(if r.reached_leader {
+            Waiter::Remote { expires, .. } => *expires > now,
+            Waiter::Local(_) => true,
+        });
+        self.reads.retain(|_, r| {
+            let expired = r.deadline <= now;
+            if expired {
+                fail(&r.slot, RequestError::Timeout);
+            }
+            !expired
+        });
+        self.reads_unsent.retain(|r| {
+            let expired = r.deadline <= now;
+            if expired {
+                let e = if r.reached_leader {
                     RequestError::Timeout
                 } else {
                     RequestError::NoLeader
-                }));
-            } else {
-                keep.push_back(r);
+                };
+                fail(&r.slot, e);
             }
-        }
-        self.reads_unsent = keep;
+            !expired
+        });
+        self.metrics.timeouts += timeouts;
         // Confirmed reads wait only for this node's own apply, which is not bounded by the
         // network; they are served as soon as it catches up.
     }
@@ -914,7 +882,6 @@ impl<M: StateMachine> Driver<M> {
             reads,
             reads_confirmed,
             metrics,
-            frame: buf,
             applied,
             sync_tx,
             ..
@@ -936,7 +903,7 @@ impl<M: StateMachine> Driver<M> {
                 is_leader && sync_tx.is_some() && rd.can_defer_sync() && rd.entries.len() > 1;
             // 1. The leader's appends and heartbeats go out before its own write.
             for m in rd.messages.iter() {
-                send_raft(transport, buf, m.to, m.bytes, metrics, &mut unreachable);
+                send_raft(transport, m.to, m.bytes, metrics, &mut unreachable);
             }
             // 2. Persist hard state and entries: buffered into the log here, synced below.
             if let Some(hs) = rd.hard_state {
@@ -977,13 +944,14 @@ impl<M: StateMachine> Driver<M> {
                         if first == entry.index.0 && p.term == entry.term {
                             let response = response.take().unwrap_or_default();
                             match p.waiter {
-                                Waiter::Local { slot, .. } => {
-                                    slot.fill(Ok(response));
+                                Waiter::Local(u) => {
+                                    u.slot.fill(Ok(response));
                                 }
                                 Waiter::Remote { peer, id, .. } => {
                                     // Answered now, like local clients, not after the sync.
-                                    frame::encode_reply(buf, id, Outcome::Applied, &response);
-                                    if transport.send(peer, buf).is_err() {
+                                    let reply =
+                                        frame::encode_reply(id, Outcome::Applied, &response);
+                                    if transport.send_vec(peer, reply).is_err() {
                                         metrics.messages_dropped += 1;
                                     }
                                 }
@@ -1032,7 +1000,7 @@ impl<M: StateMachine> Driver<M> {
             if failure.is_none() {
                 // 3. Votes and acknowledgements, now that what they promise is durable.
                 for m in rd.persisted_messages.iter() {
-                    send_raft(transport, buf, m.to, m.bytes, metrics, &mut unreachable);
+                    send_raft(transport, m.to, m.bytes, metrics, &mut unreachable);
                 }
             }
         }
@@ -1146,13 +1114,7 @@ fn sync_loop(rx: &std::sync::mpsc::Receiver<(SyncHandle, Index, Term)>, shared: 
         let failed = result.is_err();
         *lock(&shared.durable) = Some(result.map(|()| (index, term)));
         // Wake the node thread; if its inbox is full it is awake anyway.
-        let _ = shared.inbox.push_message(
-            Incoming {
-                from: NodeId::NONE,
-                frame: Vec::new(),
-            },
-            0,
-        );
+        let _ = shared.inbox.push_message(Incoming::Synced, 0);
         if failed {
             return;
         }
@@ -1161,14 +1123,12 @@ fn sync_loop(rx: &std::sync::mpsc::Receiver<(SyncHandle, Index, Term)>, shared: 
 
 fn send_raft(
     transport: &Transport,
-    buf: &mut Vec<u8>,
     to: NodeId,
     bytes: &[u8],
     metrics: &mut Metrics,
     unreachable: &mut Vec<NodeId>,
 ) {
-    frame::encode_raft(buf, bytes);
-    match transport.send(to, buf) {
+    match transport.send_vec(to, frame::encode_raft(bytes)) {
         Ok(()) => {}
         Err(SendError::QueueFull | SendError::NotConnected) => {
             // Counted by the transport; tell the core so it probes instead of streaming.

@@ -97,25 +97,29 @@ fn split_u64(b: &[u8]) -> Result<(u64, &[u8]), BadFrame> {
     Ok((u64::from_le_bytes(a), rest))
 }
 
-pub(crate) fn encode_raft(out: &mut Vec<u8>, message: &[u8]) {
-    out.clear();
+/// Each encoder builds a fresh frame of exactly its size, which the transport queues as it is.
+pub(crate) fn encode_raft(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + message.len());
     out.push(RAFT);
     out.extend_from_slice(message);
+    out
 }
 
-pub(crate) fn encode_forward(out: &mut Vec<u8>, id: u64, command: &[u8]) {
-    out.clear();
+pub(crate) fn encode_forward(id: u64, command: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + command.len());
     out.push(FORWARD);
     out.extend_from_slice(&id.to_le_bytes());
     out.extend_from_slice(command);
+    out
 }
 
-pub(crate) fn encode_reply(out: &mut Vec<u8>, id: u64, outcome: Outcome, response: &[u8]) {
-    out.clear();
+pub(crate) fn encode_reply(id: u64, outcome: Outcome, response: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(10 + response.len());
     out.push(FORWARD_REPLY);
     out.extend_from_slice(&id.to_le_bytes());
     out.push(outcome.code());
     out.extend_from_slice(response);
+    out
 }
 
 #[cfg(test)]
@@ -124,10 +128,9 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let mut b = Vec::new();
-        encode_raft(&mut b, b"msg");
+        let b = encode_raft(b"msg");
         assert_eq!(Frame::decode(&b), Ok(Frame::Raft(b"msg")));
-        encode_forward(&mut b, 7, b"cmd");
+        let b = encode_forward(7, b"cmd");
         assert_eq!(
             Frame::decode(&b),
             Ok(Frame::Forward {
@@ -141,7 +144,7 @@ mod tests {
             Outcome::Busy,
             Outcome::TooLarge,
         ] {
-            encode_reply(&mut b, u64::MAX, outcome, b"r");
+            let b = encode_reply(u64::MAX, outcome, b"r");
             assert_eq!(
                 Frame::decode(&b),
                 Ok(Frame::ForwardReply {
@@ -158,8 +161,7 @@ mod tests {
         assert_eq!(Frame::decode(b""), Err(BadFrame));
         assert_eq!(Frame::decode(&[9, 1, 2]), Err(BadFrame));
         assert_eq!(Frame::decode(&[FORWARD, 1, 2, 3]), Err(BadFrame));
-        let mut b = Vec::new();
-        encode_reply(&mut b, 1, Outcome::Applied, b"");
+        let mut b = encode_reply(1, Outcome::Applied, b"");
         b[9] = 200;
         assert_eq!(Frame::decode(&b), Err(BadFrame));
         b.truncate(9);

@@ -275,6 +275,12 @@ impl Transport {
     /// [`SendError::UnknownPeer`]. The caller then tells the Raft core that the peer is
     /// unreachable; Raft retransmits on its own.
     pub fn send(&self, to: NodeId, frame: &[u8]) -> Result<(), SendError> {
+        self.send_vec(to, frame.to_vec())
+    }
+
+    /// [`send`](Transport::send) of a frame the caller built as a `Vec`, which is queued as it
+    /// is: no copy.
+    pub fn send_vec(&self, to: NodeId, frame: Vec<u8>) -> Result<(), SendError> {
         match self.inner.peers.get(&to) {
             Some(peer) => peer.enqueue(&self.inner, frame),
             None => Err(SendError::UnknownPeer),

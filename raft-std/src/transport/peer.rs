@@ -83,14 +83,12 @@ impl Peer {
     }
 
     /// `Transport::send` for this peer.
-    pub(super) fn enqueue(&self, inner: &Inner, frame: &[u8]) -> Result<(), SendError> {
+    pub(super) fn enqueue(&self, inner: &Inner, frame: Vec<u8>) -> Result<(), SendError> {
         let o = &inner.options;
         let len = frame.len();
         if len == 0 || len > o.max_frame_bytes {
             return Err(SendError::TooLarge);
         }
-        // Copy before locking, so that the writer never waits for a large memcpy.
-        let frame = frame.to_vec();
         let mut st = lock(&self.state);
         if st.conn.is_none() {
             drop(st);

@@ -405,29 +405,14 @@ impl Wal {
                 duration: Duration::ZERO,
             });
         }
-        let bytes = self.pending.len() as u64;
-        if let Err(e) = self.current.file.write_all(&self.pending) {
-            return Err(self.poison("write", e));
-        }
-        let synced = !self.options.dangerously_skip_fsync;
-        let mut duration = Duration::ZERO;
-        if synced {
-            let start = Instant::now();
-            if let Err(e) = self.current.file.sync_data() {
-                return Err(self.poison("sync", e));
-            }
-            duration = start.elapsed();
-        }
-        self.current.len += bytes;
-        self.unsynced = false;
-        self.pending.clear();
-        self.pending.shrink_to(PENDING_KEEP);
+        let bytes = self.write_pending()?;
+        let duration = self.sync_current()?;
         if self.current.len >= self.options.segment_bytes {
             self.rotate()?;
         }
         Ok(SyncStats {
             bytes,
-            synced,
+            synced: !self.options.dangerously_skip_fsync,
             duration,
         })
     }
@@ -435,29 +420,18 @@ impl Wal {
     /// Writes every buffered record (one `write`) without syncing, and returns a handle that
     /// makes it durable from another thread; `None` if nothing was buffered, or if the write
     /// filled the segment, which is then synced and rotated here. The next
-    /// [`Wal::sync`] syncs it too. Segments rotate only in `sync`, after a sync, so that a
-    /// handle's file holds everything written since the last `sync`.
+    /// [`Wal::sync`] syncs it too. Segments rotate only after a sync, so that a handle's file
+    /// holds everything written since the last one.
     pub fn write(&mut self) -> Result<Option<SyncHandle>, WalError> {
         self.check_poisoned()?;
         if self.pending.is_empty() {
             return Ok(None);
         }
-        if let Err(e) = self.current.file.write_all(&self.pending) {
-            return Err(self.poison("write", e));
-        }
-        self.current.len += self.pending.len() as u64;
-        self.pending.clear();
-        self.pending.shrink_to(PENDING_KEEP);
-        self.unsynced = true;
+        self.write_pending()?;
         if self.current.len >= self.options.segment_bytes {
             // A full segment is synced and closed here, so that a log written only through
             // `write` still rotates; the caller finds nothing left to sync.
-            if !self.options.dangerously_skip_fsync {
-                if let Err(e) = self.current.file.sync_data() {
-                    return Err(self.poison("sync", e));
-                }
-            }
-            self.unsynced = false;
+            self.sync_current()?;
             self.rotate()?;
             return Ok(None);
         }
@@ -477,6 +451,34 @@ impl Wal {
             file,
             skip: self.options.dangerously_skip_fsync,
         }))
+    }
+
+    /// Writes the pending records to the current segment (one `write`); returns their size.
+    fn write_pending(&mut self) -> Result<u64, WalError> {
+        let bytes = self.pending.len() as u64;
+        if let Err(e) = self.current.file.write_all(&self.pending) {
+            return Err(self.poison("write", e));
+        }
+        self.current.len += bytes;
+        self.pending.clear();
+        self.pending.shrink_to(PENDING_KEEP);
+        self.unsynced = true;
+        Ok(bytes)
+    }
+
+    /// `fdatasync`s the current segment (unless syncing is dangerously off); returns how long
+    /// it took.
+    fn sync_current(&mut self) -> Result<Duration, WalError> {
+        let mut duration = Duration::ZERO;
+        if !self.options.dangerously_skip_fsync {
+            let start = Instant::now();
+            if let Err(e) = self.current.file.sync_data() {
+                return Err(self.poison("sync", e));
+            }
+            duration = start.elapsed();
+        }
+        self.unsynced = false;
+        Ok(duration)
     }
 
     /// Starts the next segment. Everything is synced, so the hard state it begins with is
