@@ -415,14 +415,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::Command;
-
-    fn op(words: &str) -> Op<Vec<u8>> {
-        match Command::parse(words.split(' ').map(|w| w.as_bytes().to_vec()).collect()) {
-            Ok(Command::Op(op)) => op,
-            other => panic!("{words}: {other:?}"),
-        }
-    }
+    use crate::command::test_support::op;
 
     fn b(s: &str) -> Vec<u8> {
         s.as_bytes().to_vec()

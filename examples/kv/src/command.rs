@@ -477,19 +477,29 @@ fn valid_client_name(name: Vec<u8>) -> Result<Vec<u8>, CommandError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+/// Test helpers shared by the modules that turn commands into log entries and replies.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::{Command, CommandError, Op};
 
-    fn parse(words: &str) -> Result<Command, CommandError> {
+    /// Parses a command written as space-separated words.
+    pub(crate) fn parse(words: &str) -> Result<Command, CommandError> {
         Command::parse(words.split(' ').map(|w| w.as_bytes().to_vec()).collect())
     }
 
-    fn op(words: &str) -> Op<Vec<u8>> {
+    /// The data operation `words` parse to (panics on anything else).
+    pub(crate) fn op(words: &str) -> Op<Vec<u8>> {
         match parse(words) {
             Ok(Command::Op(op)) => op,
             other => panic!("{words}: {other:?}"),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{op, parse};
+    use super::*;
 
     fn b(s: &str) -> Vec<u8> {
         s.as_bytes().to_vec()

@@ -236,14 +236,7 @@ impl StateMachine for KvStore {
 mod tests {
     use super::*;
     use crate::codec::Transaction;
-    use crate::command::Command;
-
-    fn op(words: &str) -> Op<Vec<u8>> {
-        match Command::parse(words.split(' ').map(|w| w.as_bytes().to_vec()).collect()) {
-            Ok(Command::Op(op)) => op,
-            other => panic!("{words}: {other:?}"),
-        }
-    }
+    use crate::command::test_support::op;
 
     /// Runs one command the way the server would: writes through `apply`, reads through
     /// `query`.
