@@ -8,8 +8,10 @@ use crate::types::{Index, NodeId};
 pub struct Config<'a> {
     /// This node's id (not 0).
     pub id: NodeId,
-    /// Every voting member, this node included. Membership changes are not supported yet, so
-    /// this list is the membership for the node's whole life, and must be the same on every node.
+    /// The voters a new cluster starts with, this node included, the same on every founding
+    /// member. Used only until the log or a snapshot holds a configuration (membership
+    /// changes are log entries; see [`membership`](crate::membership)). Empty for a node that
+    /// joins an existing cluster: it waits, not voting, until a leader adds it.
     pub voters: &'a [NodeId],
     /// A follower that hears nothing from a leader for a random number of ticks in
     /// `[election_ticks, 2 * election_ticks)` starts an election (Raft §5.2). Default 10.
@@ -35,8 +37,27 @@ pub struct Config<'a> {
     /// Default 4096.
     pub max_uncommitted_entries: u64,
     /// Entries the host's state machine has already applied (on restart of a host whose state
-    /// machine is itself durable); committed entries after it are handed out again. Default 0.
+    /// machine is itself durable); committed entries after it are handed out again. At least
+    /// the storage's snapshot index (the host restores its state machine from the snapshot
+    /// before creating the node). Default 0.
     pub applied: Index,
+    /// The most snapshot bytes in one message. Must fit the outbox with its header. Default
+    /// 16 KiB.
+    pub max_snapshot_chunk: usize,
+    /// A learner is promoted to voter only once its log lags the leader's by at most this many
+    /// entries (and it replicates normally, not by snapshot). Default 1000.
+    pub max_learner_lag: u64,
+    /// Serve linearizable reads from the leader's lease, without a heartbeat round (thesis
+    /// §6.4.1). Needs `check_quorum`. Default off.
+    ///
+    /// The lease rests on a clock assumption: every member's ticks run at the same rate,
+    /// within one tick per election timeout. A leader whose heartbeat round sent at tick `t`
+    /// was answered by a quorum knows that those members refuse votes (check-quorum) until
+    /// `election_ticks` after they got it, so no other leader can exist before
+    /// `t + election_ticks`; it serves reads until `t + election_ticks - 2`, two ticks of
+    /// margin. A paused process or a clock that runs slow breaks this; ReadIndex does not
+    /// depend on clocks at all.
+    pub read_lease: bool,
 }
 
 impl<'a> Config<'a> {
@@ -54,6 +75,9 @@ impl<'a> Config<'a> {
             max_entry_bytes: 4 * 1024,
             max_uncommitted_entries: 4096,
             applied: Index(0),
+            max_snapshot_chunk: 16 * 1024,
+            max_learner_lag: 1000,
+            read_lease: false,
         }
     }
 }

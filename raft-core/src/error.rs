@@ -5,6 +5,7 @@
 
 use core::fmt;
 
+use crate::membership::MembershipError;
 use crate::types::{Index, NodeId};
 
 /// Why a [`Config`](crate::Config) was refused by [`Node::new`](crate::Node::new).
@@ -31,9 +32,14 @@ pub enum ConfigError {
     EntryLimitTooLarge,
     /// `max_append_bytes` is larger than the outbox, or too small to carry one entry.
     AppendLimitInvalid,
-    /// The storage's persisted state is inconsistent (commit beyond its last index, a vote for a
-    /// node that is not a member, or an unreadable term).
+    /// The storage's persisted state is inconsistent (commit beyond its last index, an
+    /// unreadable term, a snapshot that does not match the log, or a configuration entry that
+    /// does not decode or does not fit `PEERS`).
     InvalidStorage,
+    /// `max_snapshot_chunk` is 0, or a chunk with its header does not fit the outbox.
+    SnapshotChunkInvalid,
+    /// `read_lease` needs `check_quorum`.
+    LeaseNeedsCheckQuorum,
 }
 
 /// Why [`Node::propose`](crate::Node::propose) refused a proposal. Nothing was appended.
@@ -55,6 +61,32 @@ pub enum ProposeError {
     /// The unstable log (entries not yet persisted) is full, or too many entries are not yet
     /// committed. Persist, `advance`, and retry: this is backpressure, not failure.
     Busy,
+    /// A leadership transfer is under way (it completes or aborts within an election timeout);
+    /// retry, at the new leader if there is one.
+    Transferring,
+    /// A configuration change is still in flight (not yet committed, or a joint configuration
+    /// not yet left), or this leader has not yet committed an entry of its term. Retry.
+    ConfChangePending,
+    /// The configuration change is not valid for the current membership.
+    InvalidConfChange(MembershipError),
+    /// The learner to promote has not caught up with the leader's log yet (it lags by more
+    /// than `Config::max_learner_lag` entries, or is still receiving a snapshot). Retry.
+    NotCaughtUp(NodeId),
+}
+
+/// Why [`Node::transfer_leadership`](crate::Node::transfer_leadership) did not start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransferError {
+    /// Only the leader can hand over; `leader` is the one this node knows, if any.
+    NotLeader {
+        /// The current leader, if known.
+        leader: Option<NodeId>,
+    },
+    /// The target is not a voter of the current configuration (or is this node).
+    NotVoter(NodeId),
+    /// Another transfer is under way.
+    InProgress,
 }
 
 /// Why [`Node::campaign`](crate::Node::campaign) did not start an election.
@@ -141,6 +173,8 @@ pub enum StorageError {
         /// The index offered.
         got: Index,
     },
+    /// The snapshot asked for is no longer the storage's latest (a newer one replaced it).
+    SnapshotReplaced,
     /// The host's backend failed; the code is the host's own.
     Backend(u32),
 }
@@ -175,6 +209,10 @@ display!(ConfigError, |s, f| match s {
     }
     ConfigError::AppendLimitInvalid => f.write_str("max_append_bytes does not fit the outbox"),
     ConfigError::InvalidStorage => f.write_str("storage holds an inconsistent persisted state"),
+    ConfigError::SnapshotChunkInvalid => {
+        f.write_str("max_snapshot_chunk is 0 or does not fit the outbox")
+    }
+    ConfigError::LeaseNeedsCheckQuorum => f.write_str("read_lease needs check_quorum"),
 });
 
 display!(ProposeError, |s, f| match s {
@@ -182,6 +220,25 @@ display!(ProposeError, |s, f| match s {
     ProposeError::NotLeader { leader: None } => f.write_str("not the leader; no leader known"),
     ProposeError::TooLarge { len, max } => write!(f, "entry of {len} bytes exceeds {max}"),
     ProposeError::Busy => f.write_str("log buffer full; persist, advance and retry"),
+    ProposeError::Transferring => f.write_str("leadership transfer in progress; retry"),
+    ProposeError::ConfChangePending => f.write_str("a configuration change is in flight; retry"),
+    ProposeError::InvalidConfChange(e) => write!(f, "invalid configuration change: {e}"),
+    ProposeError::NotCaughtUp(id) => write!(f, "learner {id} has not caught up yet; retry"),
+});
+
+display!(TransferError, |s, f| match s {
+    TransferError::NotLeader { leader: Some(l) } => write!(f, "not the leader; leader is {l}"),
+    TransferError::NotLeader { leader: None } => f.write_str("not the leader; no leader known"),
+    TransferError::NotVoter(id) => write!(f, "{id} is not another voter"),
+    TransferError::InProgress => f.write_str("a leadership transfer is already under way"),
+});
+
+display!(MembershipError, |s, f| match s {
+    MembershipError::TooMany => f.write_str("too many members"),
+    MembershipError::InvalidId(id) => write!(f, "invalid or repeated member id {id}"),
+    MembershipError::NoEffect(id) => write!(f, "the change of {id} has no effect"),
+    MembershipError::NoVoters => f.write_str("the change would leave no voter"),
+    MembershipError::Joint => f.write_str("a joint configuration must be left first"),
 });
 
 display!(CampaignError, |s, f| match s {
@@ -223,5 +280,6 @@ display!(StorageError, |s, f| match s {
             "append at index {got} leaves a gap (expected at most {expected})"
         )
     }
+    StorageError::SnapshotReplaced => f.write_str("snapshot replaced by a newer one"),
     StorageError::Backend(code) => write!(f, "storage backend error {code}"),
 });

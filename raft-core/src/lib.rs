@@ -131,8 +131,10 @@
 #![warn(unreachable_pub)]
 
 mod config;
+mod crc;
 mod error;
 mod log;
+pub mod membership;
 pub mod message;
 mod node;
 mod outbox;
@@ -147,17 +149,19 @@ mod types;
 mod wire;
 
 pub use config::Config;
+pub use crc::crc32c;
 pub use error::{
     CampaignError, ConfigError, DecodeError, EncodeError, ProposeError, ReadError, StepError,
-    StorageError,
+    StorageError, TransferError,
 };
+pub use membership::{ConfChange, ConfigEntry, Member, Membership, MembershipError, MAX_MEMBERS};
 pub use message::{Body, Entry, EntryKind, EntryList, Message, RejectHint};
 pub use node::{Node, PeerProgress, Status};
 pub use outbox::{MessageIter, Messages, Outgoing};
 pub use raft::{Counters, Role};
 pub use read_index::ReadState;
-pub use ready::{CommittedEntries, Entries, EntriesIter, Ready};
-pub use storage::{HardState, MemStorage, Storage};
+pub use ready::{CommittedEntries, Entries, EntriesIter, Ready, SnapshotChunk};
+pub use storage::{HardState, MemStorage, SnapshotMeta, Storage};
 pub use tracker::ProgressState;
 pub use types::{Index, NodeId, Term};
 

@@ -43,6 +43,9 @@ pub enum EntryKind {
     /// The empty entry a new leader appends to commit entries of earlier terms (Raft §5.4.2,
     /// §8). Hosts skip it when applying.
     Noop,
+    /// A configuration change: the payload is a [`ConfigEntry`](crate::ConfigEntry). The node
+    /// acts on it; hosts skip it when applying, or read their context from it.
+    Config,
 }
 
 /// One log entry. The payload is opaque bytes, borrowed from wherever the entry lives (the
@@ -106,6 +109,9 @@ pub enum Body<'a> {
         last_index: Index,
         /// Candidate's last log term.
         last_term: Term,
+        /// The candidate campaigns because the leader handed over to it (thesis §3.10), so
+        /// voters grant it even within a leader's lease.
+        transfer: bool,
     },
     /// Answer to [`Body::Vote`].
     VoteResponse {
@@ -156,6 +162,39 @@ pub enum Body<'a> {
         /// The index the read must wait to be applied.
         index: Index,
     },
+    /// One chunk of a snapshot, for a follower whose next entry the leader has compacted. The
+    /// chunk is the snapshot's bytes at `offset .. offset + data.len()`; the last chunk ends at
+    /// `len`.
+    Snapshot {
+        /// The last index the snapshot covers.
+        index: Index,
+        /// Its term.
+        term: Term,
+        /// The snapshot's total size in bytes.
+        len: u64,
+        /// Where this chunk starts.
+        offset: u64,
+        /// The configuration at `index`, encoded
+        /// ([`Membership::encode`](crate::Membership::encode)); checked at decode.
+        membership: &'a [u8],
+        /// The chunk.
+        data: &'a [u8],
+        /// CRC-32C of `data` (on the wire as 4 bytes, little-endian): a chunk damaged on the
+        /// way is refused.
+        crc: u32,
+    },
+    /// Answer to [`Body::Snapshot`]: the follower expects the snapshot at `index` to go on
+    /// from `next`. `next == len` acknowledges the whole snapshot, installed; `next == 0`
+    /// asks to start over.
+    SnapshotResponse {
+        /// The snapshot's index.
+        index: Index,
+        /// The next offset the follower will take.
+        next: u64,
+    },
+    /// The leader hands over (thesis §3.10): the recipient, whose log is up to date, starts an
+    /// election at once.
+    TimeoutNow,
 }
 
 impl Body<'_> {
@@ -172,6 +211,9 @@ impl Body<'_> {
             Body::HeartbeatResponse { .. } => "HeartbeatResponse",
             Body::ReadIndex { .. } => "ReadIndex",
             Body::ReadIndexResponse { .. } => "ReadIndexResponse",
+            Body::Snapshot { .. } => "Snapshot",
+            Body::SnapshotResponse { .. } => "SnapshotResponse",
+            Body::TimeoutNow => "TimeoutNow",
         }
     }
 }
@@ -351,8 +393,12 @@ const HEARTBEAT: u64 = 6;
 const HEARTBEAT_RESPONSE: u64 = 7;
 const READ_INDEX: u64 = 8;
 const READ_INDEX_RESPONSE: u64 = 9;
+const SNAPSHOT: u64 = 10;
+const SNAPSHOT_RESPONSE: u64 = 11;
+const TIMEOUT_NOW: u64 = 12;
 const KIND_NORMAL: u64 = 0;
 const KIND_NOOP: u64 = 1;
+const KIND_CONFIG: u64 = 2;
 
 /// Writes the envelope header for `msg` into `buf`, with `count` as the entry count of an
 /// append, and returns the bytes written.
@@ -387,10 +433,12 @@ pub(crate) fn encode_header(
         Body::Vote {
             last_index,
             last_term,
+            transfer,
         } => {
             w.varint(VOTE)?;
             w.varint(last_index.0)?;
             w.varint(last_term.0)?;
+            w.bool(transfer)?;
         }
         Body::VoteResponse { reject } => {
             w.varint(VOTE_RESPONSE)?;
@@ -438,6 +486,30 @@ pub(crate) fn encode_header(
             w.varint(context)?;
             w.varint(index.0)?;
         }
+        Body::Snapshot {
+            index,
+            term,
+            len,
+            offset,
+            membership,
+            crc,
+            data,
+        } => {
+            w.varint(SNAPSHOT)?;
+            w.varint(index.0)?;
+            w.varint(term.0)?;
+            w.varint(len)?;
+            w.varint(offset)?;
+            w.bytes(membership)?;
+            w.bytes(data)?;
+            w.fixed_u32(crc)?;
+        }
+        Body::SnapshotResponse { index, next } => {
+            w.varint(SNAPSHOT_RESPONSE)?;
+            w.varint(index.0)?;
+            w.varint(next)?;
+        }
+        Body::TimeoutNow => w.varint(TIMEOUT_NOW)?,
     }
     Ok(w.len())
 }
@@ -451,8 +523,50 @@ pub(crate) fn encode_entry(e: &Entry<'_>, buf: &mut [u8]) -> Result<usize, Encod
     w.varint(match e.kind {
         EntryKind::Normal => KIND_NORMAL,
         EntryKind::Noop => KIND_NOOP,
+        EntryKind::Config => KIND_CONFIG,
     })?;
     w.bytes(e.data)?;
+    Ok(w.len())
+}
+
+/// Writes a snapshot chunk message up to and including its data's length prefix, for a chunk
+/// of `data_len` bytes: the caller reads the data into place right after, then appends the
+/// CRC with [`finish_snapshot_chunk`]. Returns the bytes written.
+pub(crate) fn encode_snapshot_prefix(
+    msg: &Message<'_>,
+    data_len: usize,
+    buf: &mut [u8],
+) -> Result<usize, EncodeError> {
+    let Body::Snapshot {
+        index,
+        term,
+        len,
+        offset,
+        membership,
+        ..
+    } = msg.body
+    else {
+        return Err(EncodeError::BufferFull);
+    };
+    let mut w = Writer::new(buf);
+    w.byte(WIRE_VERSION)?;
+    w.varint(msg.from.0)?;
+    w.varint(msg.to.0)?;
+    w.varint(msg.term.0)?;
+    w.varint(SNAPSHOT)?;
+    w.varint(index.0)?;
+    w.varint(term.0)?;
+    w.varint(len)?;
+    w.varint(offset)?;
+    w.bytes(membership)?;
+    w.varint(data_len as u64)?;
+    Ok(w.len())
+}
+
+/// Writes the CRC that ends a snapshot chunk message into `buf` (4 bytes).
+pub(crate) fn finish_snapshot_chunk(crc: u32, buf: &mut [u8]) -> Result<usize, EncodeError> {
+    let mut w = Writer::new(buf);
+    w.fixed_u32(crc)?;
     Ok(w.len())
 }
 
@@ -463,6 +577,7 @@ fn decode_entry<'a>(r: &mut Reader<'a>) -> Result<(Term, EntryKind, &'a [u8]), D
     let kind = match u64::from(r.varint_u32()?) {
         KIND_NORMAL => EntryKind::Normal,
         KIND_NOOP => EntryKind::Noop,
+        KIND_CONFIG => EntryKind::Config,
         _ => return Err(DecodeError::Malformed),
     };
     Ok((term, kind, r.bytes()?))
@@ -514,9 +629,11 @@ impl<'a> Message<'a> {
             VOTE => {
                 let last_index = Index(r.varint()?);
                 let last_term = Term(r.varint()?);
+                let transfer = r.bool()?;
                 Body::Vote {
                     last_index,
                     last_term,
+                    transfer,
                 }
             }
             VOTE_RESPONSE => Body::VoteResponse { reject: r.bool()? },
@@ -581,6 +698,41 @@ impl<'a> Message<'a> {
                 let index = Index(r.varint()?);
                 Body::ReadIndexResponse { context, index }
             }
+            SNAPSHOT => {
+                let index = Index(r.varint()?);
+                let term = Term(r.varint()?);
+                let len = r.varint()?;
+                let offset = r.varint()?;
+                let membership = r.bytes()?;
+                let data = r.bytes()?;
+                let crc = r.fixed_u32()?;
+                // A membership that does not decode, or a chunk beyond the snapshot's end,
+                // is no snapshot at all.
+                let end = offset.checked_add(data.len() as u64);
+                if crate::Membership::decode(membership).map(|(_, rest)| rest.is_empty())
+                    != Ok(true)
+                    || end.is_none_or(|e| e > len)
+                    || index == Index::ZERO
+                    || term == Term::ZERO
+                {
+                    return Err(DecodeError::Malformed);
+                }
+                Body::Snapshot {
+                    index,
+                    term,
+                    len,
+                    offset,
+                    membership,
+                    crc,
+                    data,
+                }
+            }
+            SNAPSHOT_RESPONSE => {
+                let index = Index(r.varint()?);
+                let next = r.varint()?;
+                Body::SnapshotResponse { index, next }
+            }
+            TIMEOUT_NOW => Body::TimeoutNow,
             _ => return Err(DecodeError::Malformed),
         };
         if !r.rest().is_empty() {
@@ -656,6 +808,7 @@ mod tests {
             Body::Vote {
                 last_index: Index(7),
                 last_term: Term(3),
+                transfer: true,
             },
             Body::VoteResponse { reject: false },
             Body::Append {
@@ -681,6 +834,20 @@ mod tests {
                 context: 42,
                 index: Index(8),
             },
+            Body::Snapshot {
+                index: Index(9),
+                term: Term(2),
+                len: 100,
+                offset: 97,
+                membership: &[0, 1, 1, 1],
+                crc: 7,
+                data: b"end",
+            },
+            Body::SnapshotResponse {
+                index: Index(9),
+                next: 100,
+            },
+            Body::TimeoutNow,
         ];
         for body in bodies {
             roundtrip(Message {
@@ -816,15 +983,16 @@ mod tests {
         use super::super::{EntryKind, RejectHint};
 
         #[derive(Serialize, Deserialize, Debug, PartialEq)]
-        pub(super) struct Header {
+        pub(super) struct Header<'a> {
             pub(super) from: u64,
             pub(super) to: u64,
             pub(super) term: u64,
-            pub(super) body: WireBody,
+            #[serde(borrow)]
+            pub(super) body: WireBody<'a>,
         }
 
         #[derive(Serialize, Deserialize, Debug, PartialEq)]
-        pub(super) enum WireBody {
+        pub(super) enum WireBody<'a> {
             PreVote {
                 last_index: u64,
                 last_term: u64,
@@ -835,6 +1003,7 @@ mod tests {
             Vote {
                 last_index: u64,
                 last_term: u64,
+                transfer: bool,
             },
             VoteResponse {
                 reject: bool,
@@ -863,6 +1032,22 @@ mod tests {
                 context: u64,
                 index: u64,
             },
+            Snapshot {
+                index: u64,
+                term: u64,
+                len: u64,
+                offset: u64,
+                #[serde(borrow)]
+                membership: &'a [u8],
+                #[serde(borrow)]
+                data: &'a [u8],
+                crc: [u8; 4],
+            },
+            SnapshotResponse {
+                index: u64,
+                next: u64,
+            },
+            TimeoutNow,
         }
 
         #[derive(Serialize, Deserialize, Debug, PartialEq)]
@@ -881,13 +1066,32 @@ mod tests {
     /// give.
     fn postcard_decode(
         bytes: &[u8],
-    ) -> Result<(Header, heapless::Vec<WireEntry<'_>, 64>), DecodeError> {
+    ) -> Result<(Header<'_>, heapless::Vec<WireEntry<'_>, 64>), DecodeError> {
         let (&version, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
         if version != WIRE_VERSION {
             return Err(DecodeError::UnsupportedVersion(version));
         }
         let (h, mut rest) =
-            postcard::take_from_bytes::<Header>(rest).map_err(|_| DecodeError::Malformed)?;
+            postcard::take_from_bytes::<Header<'_>>(rest).map_err(|_| DecodeError::Malformed)?;
+        // The checks postcard cannot make, as `Message::decode` makes them.
+        if let WireBody::Snapshot {
+            index,
+            term,
+            len,
+            offset,
+            membership,
+            data,
+            ..
+        } = h.body
+        {
+            let members_ok = crate::Membership::decode(membership)
+                .map(|(_, r)| r.is_empty())
+                .unwrap_or(false);
+            let end = offset.checked_add(data.len() as u64);
+            if !members_ok || end.is_none_or(|e| e > len) || index == 0 || term == 0 {
+                return Err(DecodeError::Malformed);
+            }
+        }
         let mut entries = heapless::Vec::new();
         if let WireBody::Append { count, .. } = h.body {
             for _ in 0..count {
@@ -903,7 +1107,7 @@ mod tests {
         Ok((h, entries))
     }
 
-    fn to_reference<'m>(m: &Message<'m>) -> (Header, heapless::Vec<WireEntry<'m>, 64>) {
+    fn to_reference<'m>(m: &Message<'m>) -> (Header<'m>, heapless::Vec<WireEntry<'m>, 64>) {
         let body = match m.body {
             Body::PreVote {
                 last_index,
@@ -916,9 +1120,11 @@ mod tests {
             Body::Vote {
                 last_index,
                 last_term,
+                transfer,
             } => WireBody::Vote {
                 last_index: last_index.0,
                 last_term: last_term.0,
+                transfer,
             },
             Body::VoteResponse { reject } => WireBody::VoteResponse { reject },
             Body::Append {
@@ -946,6 +1152,28 @@ mod tests {
                 context,
                 index: index.0,
             },
+            Body::Snapshot {
+                index,
+                term,
+                len,
+                offset,
+                membership,
+                crc,
+                data,
+            } => WireBody::Snapshot {
+                index: index.0,
+                term: term.0,
+                len,
+                offset,
+                membership,
+                data,
+                crc: crc.to_le_bytes(),
+            },
+            Body::SnapshotResponse { index, next } => WireBody::SnapshotResponse {
+                index: index.0,
+                next,
+            },
+            Body::TimeoutNow => WireBody::TimeoutNow,
         };
         let header = Header {
             from: m.from.0,
@@ -984,7 +1212,7 @@ mod tests {
     prop_compose! {
         fn any_message()(
             from in any_u64(), to in any_u64(), term in any_u64(), a in any_u64(),
-            b in any_u64(), c in any_u64(), flag in any::<bool>(), kind in 0..10u8,
+            b in any_u64(), c in any_u64(), flag in any::<bool>(), kind in 0..13u8,
             entries in proptest::collection::vec(
                 (any_u64(), any::<bool>(), proptest::collection::vec(any::<u8>(), 0..200)),
                 0..5),
@@ -1002,6 +1230,16 @@ mod tests {
         fn encoding_is_postcards(
             (from, to, term, kind, a, b, c, flag, entries) in any_message()
         ) {
+            // A valid encoded membership of voters 1..=n (for snapshot chunks).
+            let mut members = [0u8; crate::Membership::MAX_ENCODED_LEN];
+            let voters: Vec<NodeId> = (1..=(a % 5) + 1).map(NodeId).collect();
+            let members = {
+                let n = crate::Membership::with_voters(&voters)
+                    .expect("valid")
+                    .encode(&mut members)
+                    .expect("fits");
+                &members[..n]
+            };
             let list: Vec<Entry<'_>> = entries
                 .iter()
                 .map(|(t, noop, d)| Entry {
@@ -1014,7 +1252,7 @@ mod tests {
             let body = match kind {
                 0 => Body::PreVote { last_index: Index(a), last_term: Term(b) },
                 1 => Body::PreVoteResponse { reject: flag },
-                2 => Body::Vote { last_index: Index(a), last_term: Term(b) },
+                2 => Body::Vote { last_index: Index(a), last_term: Term(b), transfer: flag },
                 3 => Body::VoteResponse { reject: flag },
                 4 => Body::Append {
                     prev_index: Index(a),
@@ -1029,7 +1267,18 @@ mod tests {
                 6 => Body::Heartbeat { commit: Index(a), round: b },
                 7 => Body::HeartbeatResponse { round: a },
                 8 => Body::ReadIndex { context: a },
-                _ => Body::ReadIndexResponse { context: a, index: Index(b) },
+                9 => Body::ReadIndexResponse { context: a, index: Index(b) },
+                10 => Body::Snapshot {
+                    index: Index(a.max(1)),
+                    term: Term(b.max(1)),
+                    len: c.max(members.len() as u64 + 7),
+                    offset: 7,
+                    membership: members,
+                    crc: a as u32,
+                    data: members,
+                },
+                11 => Body::SnapshotResponse { index: Index(a), next: b },
+                _ => Body::TimeoutNow,
             };
             let m = Message { from: NodeId(from), to: NodeId(to), term: Term(term), body };
             let mut ours = [0u8; 2048];

@@ -1,12 +1,13 @@
 //! [`Node`]: the public handle, and the only way in and out of the protocol.
 
 use crate::config::Config;
-use crate::error::{CampaignError, ConfigError, ProposeError, ReadError, StepError};
+use crate::error::{CampaignError, ConfigError, ProposeError, ReadError, StepError, TransferError};
+use crate::membership::{ConfChange, Membership};
 use crate::message::{Entry, EntryKind, Message};
 use crate::outbox::Class;
 use crate::raft::{Counters, Raft, Role};
-use crate::ready::{Entries, Ready};
-use crate::storage::{HardState, Storage};
+use crate::ready::{Entries, Ready, SnapshotChunk};
+use crate::storage::{HardState, SnapshotMeta, Storage};
 use crate::tracker::ProgressState;
 use crate::types::{Index, NodeId, Term};
 
@@ -49,6 +50,9 @@ struct Taken {
     outbox_len: usize,
     outbox_count: usize,
     read_states: usize,
+    /// A snapshot chunk was handed out; `install` if it was the last.
+    chunk: bool,
+    install: Option<Index>,
 }
 
 /// A snapshot of a node's state.
@@ -75,6 +79,10 @@ pub struct Status {
     pub last_term: Term,
     /// Highest index the host has persisted.
     pub stable_index: Index,
+    /// The first index of the log (entries before it were compacted into a snapshot).
+    pub first_index: Index,
+    /// During a leadership transfer, its target.
+    pub transferee: Option<NodeId>,
 }
 
 /// The leader's view of one member's replication.
@@ -152,6 +160,30 @@ impl<
         appended
     }
 
+    /// Proposes a configuration change (thesis §4.3) with `context`, bytes for the host that
+    /// travel in the config entry (raft-std puts the members' addresses there), and returns the
+    /// entry's index. Adding or removing a learner takes one entry; any change of voters goes
+    /// through the joint configuration, and the leader appends the entry that leaves it by
+    /// itself once the first is committed. Refused with
+    /// [`ProposeError::ConfChangePending`] while a change is in flight, and with
+    /// [`ProposeError::NotCaughtUp`] for a learner to promote that lags. The new
+    /// configuration takes effect as soon as it is in the log.
+    pub fn propose_conf_change(
+        &mut self,
+        changes: &[ConfChange],
+        context: &[u8],
+    ) -> Result<Index, ProposeError> {
+        self.admit(0)?;
+        self.raft.propose_conf_change(changes, context)
+    }
+
+    /// Hands leadership over to voter `to` (thesis §3.10). Proposals are refused with
+    /// [`ProposeError::Transferring`] until it completes (this node sees the new leader's
+    /// term and steps down) or aborts (after an election timeout).
+    pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), TransferError> {
+        self.raft.transfer_leadership(to)
+    }
+
     /// Whether a proposal of `len` bytes would be accepted now (leader, size, room).
     pub fn can_propose(&self, len: usize) -> bool {
         self.admit(len).is_ok()
@@ -164,6 +196,9 @@ impl<
         if r.role != Role::Leader {
             let leader = (!r.leader.is_none()).then_some(r.leader);
             return Err(ProposeError::NotLeader { leader });
+        }
+        if !r.lead_transferee.is_none() {
+            return Err(ProposeError::Transferring);
         }
         if len > r.max_entry_bytes {
             return Err(ProposeError::TooLarge {
@@ -221,15 +256,20 @@ impl<
             || r.log.commit > r.applied
             || !r.read_states.is_empty()
             || (r.role == Role::Leader
-                && (r.has_sendable() || r.reads_to_assign() || r.noop_pending))
+                && (r.has_sendable()
+                    || r.reads_to_assign()
+                    || r.noop_pending
+                    || (r.config.current().is_joint() && r.can_leave_joint())))
     }
 
     /// What the host must do now; see [`Ready`] for the order. Borrowing, not copying: the
     /// entries and messages are views into the node. Call [`advance`](Node::advance) after.
     pub fn ready(&mut self) -> Ready<'_, S> {
         let r = &mut self.raft;
+        r.config.commit_to(r.log.commit);
         if r.role == Role::Leader {
             r.maybe_append_noop();
+            r.maybe_leave_joint();
             r.broadcast_append();
             r.assign_reads();
         }
@@ -243,7 +283,24 @@ impl<
         });
         let hard_state_must_sync =
             hard_state.is_some_and(|h| h.term != r.persisted.term || h.vote != r.persisted.vote);
-        let must_sync = last.is_some() || hard_state_must_sync;
+        let install = r.install_queued;
+        let must_sync = last.is_some() || hard_state_must_sync || r.chunk_queued.is_some();
+        let outbox_len = r.outbox.len();
+        let snapshot = r.chunk_queued.and_then(|c| {
+            let data = r.outbox.iter(outbox_len, Class::Chunk).iter().next()?.bytes;
+            let membership = match &r.snap_recv {
+                Some(recv) if !install => &recv.membership,
+                _ => &r.config.committed.1,
+            };
+            Some(SnapshotChunk {
+                index: c.index,
+                term: c.term,
+                len: c.len,
+                offset: c.offset,
+                data,
+                membership,
+            })
+        });
         self.taken = Some(Taken {
             hard_state,
             hard_state_must_sync,
@@ -253,8 +310,11 @@ impl<
             outbox_len: r.outbox.len(),
             outbox_count: r.outbox.count(),
             read_states: r.read_states.len(),
+            chunk: snapshot.is_some(),
+            install: (install && snapshot.is_some()).then_some(r.log.commit),
         });
-        let outbox_len = r.outbox.len();
+        // Nothing is applied in a Ready that installs a snapshot: the snapshot covers it.
+        let applied = if install { r.log.commit } else { r.applied };
         Ready {
             messages: r.outbox.iter(outbox_len, Class::Now),
             persisted_messages: r.outbox.iter(outbox_len, Class::AfterPersist),
@@ -262,8 +322,9 @@ impl<
             hard_state,
             entries: Entries { view: unstable },
             read_states: &r.read_states,
+            snapshot,
             unstable,
-            applied: r.applied,
+            applied,
             commit: r.log.commit,
             must_sync,
             hard_state_must_sync,
@@ -312,6 +373,16 @@ impl<
         if let Some((index, term)) = t.last {
             r.log.stable_to(index, term);
         }
+        if let Some(index) = t.install {
+            // The host installed the snapshot: its storage answers for it now.
+            r.log.installed();
+            r.install_queued = false;
+            r.durable = r.durable.max(index);
+            r.counters.snapshots_installed += 1;
+        }
+        if t.chunk {
+            r.chunk_queued = None;
+        }
         if synced {
             // The sync covered everything written so far.
             r.durable = r.log.stable_index();
@@ -319,6 +390,7 @@ impl<
         if t.commit > r.applied {
             r.applied = t.commit;
         }
+        r.config.commit_to(r.log.commit);
         r.outbox.drain(t.outbox_len, t.outbox_count);
         // Keep the read states confirmed after the `Ready` was taken, at the front.
         let n = t.read_states.min(r.read_states.len());
@@ -352,7 +424,48 @@ impl<
             last_index: r.log.last_index(),
             last_term: r.log.last_term(),
             stable_index: r.log.stable_index(),
+            first_index: r.log.first_index(),
+            transferee: (!r.lead_transferee.is_none()).then_some(r.lead_transferee),
         }
+    }
+
+    /// The configuration in effect: the latest in this node's log, committed or not.
+    pub fn membership(&self) -> &Membership {
+        self.raft.config.current()
+    }
+
+    /// The latest committed configuration this node knows, and the index of its entry (0 for
+    /// the bootstrap voters).
+    pub fn committed_membership(&self) -> (Index, &Membership) {
+        let (i, m) = &self.raft.config.committed;
+        (*i, m)
+    }
+
+    /// Whether a configuration change could be proposed now (this node leads, has committed
+    /// an entry of its term, and no change is in flight).
+    pub fn can_change_config(&self) -> bool {
+        self.raft.can_change_config()
+    }
+
+    /// What a snapshot of the host's state machine taken now (after `advance`, with
+    /// everything handed out applied) covers: the applied index, its term, and the
+    /// configuration there. `None` when nothing is applied yet, or a committed configuration
+    /// entry is not applied yet (apply further and ask again). The host fills in `len` once
+    /// the snapshot is written, makes it its storage's [`Storage::snapshot`], and may then
+    /// compact its log through `index`.
+    pub fn snapshot_point(&self) -> Option<SnapshotMeta> {
+        let r = &self.raft;
+        if r.applied == Index::ZERO || self.taken.is_some() {
+            return None;
+        }
+        let term = r.log.term(r.applied)?;
+        let membership = r.membership_at_applied()?.clone();
+        Some(SnapshotMeta {
+            index: r.applied,
+            term,
+            membership,
+            len: 0,
+        })
     }
 
     /// The node's role.
@@ -426,9 +539,14 @@ mod tests {
     #[test]
     fn size_is_bounded_by_the_capacities() {
         const META: usize = 24;
+        // The configurations a node keeps: the committed one, the pending ones, and the one a
+        // snapshot being received carries.
+        const CONFIGS: usize =
+            (crate::raft::PENDING_CONFIGS + 2) * (core::mem::size_of::<Membership>() + 8);
         fn bound(p: usize, w: usize, e: usize, b: usize, o: usize, r: usize) -> usize {
-            b + e * META + o + p * (w * 8 + 128) + r * 48 + 1024
+            b + e * META + o + p * (w * 8 + 160) + r * 48 + CONFIGS + 1024
         }
+        assert!(core::mem::size_of::<Membership>() <= 16 * crate::MAX_MEMBERS + 16);
         let core = core::mem::size_of::<Node<MemStorage<1, 1>>>();
         assert!(
             core <= bound(7, 16, 256, 16 * 1024, 32 * 1024, 16),

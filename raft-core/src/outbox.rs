@@ -17,6 +17,8 @@ pub(crate) enum Class {
     Now,
     /// Only after the `Ready`'s hard state and entries are durable (votes, acknowledgements).
     AfterPersist,
+    /// Not a message: a received snapshot chunk held for the host to write.
+    Chunk,
 }
 
 #[derive(Clone)]

@@ -4,16 +4,19 @@ use core::fmt;
 
 use crate::error::StorageError;
 use crate::log::buf::BufView;
+use crate::membership::Membership;
 use crate::message::Entry;
 use crate::outbox::Messages;
 use crate::read_index::ReadState;
-use crate::storage::{HardState, Storage};
-use crate::types::Index;
+use crate::storage::{HardState, SnapshotMeta, Storage};
+use crate::types::{Index, Term};
 
 /// Everything the node needs its host to do, in this order (the crate docs give the loop):
 ///
 /// 1. send [`messages`](Ready::messages) — any time, even before persisting;
-/// 2. persist [`hard_state`](Ready::hard_state) and [`entries`](Ready::entries) durably;
+/// 2. write [`snapshot`](Ready::snapshot)'s chunk if there is one (installing the snapshot
+///    when it is the last), then persist [`hard_state`](Ready::hard_state) and
+///    [`entries`](Ready::entries) durably;
 /// 3. send [`persisted_messages`](Ready::persisted_messages) — only after step 2;
 /// 4. apply [`committed_entries`](Ready::committed_entries) and serve
 ///    [`read_states`](Ready::read_states) once applied through their index;
@@ -39,6 +42,15 @@ pub struct Ready<'a, S> {
     pub persisted_messages: Messages<'a>,
     /// Reads confirmed by ReadIndex: serve each once the state machine applied its `index`.
     pub read_states: &'a [ReadState],
+    /// A chunk of a snapshot the leader is sending this node: write it at its offset into the
+    /// snapshot being received (offset 0 starts a new one, discarding any other). When it is
+    /// the last ([`SnapshotChunk::is_last`]), install the snapshot before persisting
+    /// `hard_state`: make it the storage's [`Storage::snapshot`](crate::Storage::snapshot),
+    /// discard the whole log (the storage's log is then empty after the snapshot's index,
+    /// whose term it answers), and restore the state machine from it. Such a `Ready` has no
+    /// entries and no committed entries; the response that follows tells the leader the
+    /// snapshot is installed, so it must be durable first.
+    pub snapshot: Option<SnapshotChunk<'a>>,
     pub(crate) unstable: BufView<'a>,
     pub(crate) applied: Index,
     pub(crate) commit: Index,
@@ -55,6 +67,10 @@ impl<S> fmt::Debug for Ready<'_, S> {
             .field("persisted_messages", &self.persisted_messages.len())
             .field("committed", &(self.applied.next()..=self.commit))
             .field("read_states", &self.read_states)
+            .field(
+                "snapshot",
+                &self.snapshot.map(|c| (c.index, c.offset, c.data.len())),
+            )
             .finish()
     }
 }
@@ -92,6 +108,42 @@ impl<'a, S: Storage> Ready<'a, S> {
     /// [`Node::persisted`](crate::Node::persisted).
     pub fn can_defer_sync(&self) -> bool {
         self.persisted_messages.is_empty() && !self.hard_state_must_sync
+    }
+}
+
+/// One chunk of a snapshot received from the leader, for the host to write (see
+/// [`Ready::snapshot`]). The bytes are the leader's snapshot as its storage gave them,
+/// checked against their CRC on the way.
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotChunk<'a> {
+    /// The last index the snapshot covers.
+    pub index: Index,
+    /// Its term.
+    pub term: Term,
+    /// The snapshot's total size.
+    pub len: u64,
+    /// Where this chunk goes.
+    pub offset: u64,
+    /// The bytes.
+    pub data: &'a [u8],
+    /// The configuration at `index`.
+    pub membership: &'a Membership,
+}
+
+impl SnapshotChunk<'_> {
+    /// Whether this chunk completes the snapshot: install it.
+    pub fn is_last(&self) -> bool {
+        self.offset + self.data.len() as u64 == self.len
+    }
+
+    /// The snapshot's metadata.
+    pub fn meta(&self) -> SnapshotMeta {
+        SnapshotMeta {
+            index: self.index,
+            term: self.term,
+            membership: self.membership.clone(),
+            len: self.len,
+        }
     }
 }
 

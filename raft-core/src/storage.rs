@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StorageError;
 use crate::log::buf::{BufFull, EntryBuf};
+use crate::membership::Membership;
 use crate::message::Entry;
 use crate::types::{Index, NodeId, Term};
 
@@ -42,6 +43,41 @@ pub trait Storage {
     /// The entry at `index`, for `first_index() ..= last_index()`. The payload may borrow from
     /// the storage.
     fn entry(&self, index: Index) -> Result<Entry<'_>, StorageError>;
+
+    /// The latest snapshot the host holds, if any: the state machine through
+    /// [`SnapshotMeta::index`], which the host may have compacted the log up to. A leader sends
+    /// it to followers that need entries it no longer holds. The default: none.
+    fn snapshot(&self) -> Option<SnapshotMeta> {
+        None
+    }
+
+    /// Reads the bytes of the snapshot at `index` from `offset` into `buf`, returning how many
+    /// were read (fewer than `buf.len()` only at its end). If the latest snapshot is no longer
+    /// the one at `index`, [`StorageError::SnapshotReplaced`]: the leader starts over with the
+    /// new one. The default: no snapshots.
+    fn read_snapshot(
+        &self,
+        index: Index,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, StorageError> {
+        let _ = (index, offset, buf);
+        Err(StorageError::Unavailable)
+    }
+}
+
+/// What describes a snapshot: the point in the log it covers, and the configuration there.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SnapshotMeta {
+    /// The last log index the snapshot includes.
+    pub index: Index,
+    /// That entry's term.
+    pub term: Term,
+    /// The configuration in effect at `index`.
+    pub membership: Membership,
+    /// The snapshot's size in bytes (as sent to a follower: the host's whole snapshot file,
+    /// framing included).
+    pub len: u64,
 }
 
 impl<T: Storage + ?Sized> Storage for &mut T {
@@ -59,6 +95,17 @@ impl<T: Storage + ?Sized> Storage for &mut T {
     }
     fn entry(&self, index: Index) -> Result<Entry<'_>, StorageError> {
         (**self).entry(index)
+    }
+    fn snapshot(&self) -> Option<SnapshotMeta> {
+        (**self).snapshot()
+    }
+    fn read_snapshot(
+        &self,
+        index: Index,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, StorageError> {
+        (**self).read_snapshot(index, offset, buf)
     }
 }
 
@@ -173,6 +220,17 @@ impl<const E: usize, const B: usize> MemStorage<E, B> {
         self.log.pop_through(index);
         self.prefix_term = term;
         Ok(())
+    }
+
+    /// Installs a snapshot through `index` (of `term`) received from the leader: every entry
+    /// is discarded, and the log continues at `index + 1`. (The snapshot's bytes are the
+    /// host's to keep; `MemStorage` holds only the log.)
+    pub fn install(&mut self, index: Index, term: Term) {
+        self.log.reset(index.next());
+        self.prefix_term = term;
+        if self.hard_state.commit < index {
+            self.hard_state.commit = index;
+        }
     }
 
     /// Entries held.

@@ -76,6 +76,14 @@ impl<'b> Writer<'b> {
         Ok(())
     }
 
+    /// A `[u8; 4]` holding a `u32` little-endian: four bytes, no length.
+    pub(crate) fn fixed_u32(&mut self, v: u32) -> Result<(), EncodeError> {
+        for b in v.to_le_bytes() {
+            self.byte(b)?;
+        }
+        Ok(())
+    }
+
     /// A byte string: its length, then the bytes.
     #[inline]
     pub(crate) fn bytes(&mut self, b: &[u8]) -> Result<(), EncodeError> {
@@ -169,6 +177,16 @@ impl<'a> Reader<'a> {
             }
         }
         Err(DecodeError::Malformed)
+    }
+
+    /// Four bytes holding a `u32` little-endian.
+    pub(crate) fn fixed_u32(&mut self) -> Result<u32, DecodeError> {
+        let (b, rest) = self
+            .rest
+            .split_first_chunk::<4>()
+            .ok_or(DecodeError::Malformed)?;
+        self.rest = rest;
+        Ok(u32::from_le_bytes(*b))
     }
 
     /// A byte string, borrowed from the input.

@@ -102,6 +102,7 @@ impl OwnedMsg {
             OwnedBody::Vote(i, t) => Body::Vote {
                 last_index: Index(i),
                 last_term: Term(t),
+                transfer: false,
             },
             OwnedBody::VoteResponse(reject) => Body::VoteResponse { reject },
             OwnedBody::Append {

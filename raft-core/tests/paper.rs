@@ -131,6 +131,7 @@ fn vote(last_index: u64, last_term: u64) -> Body<'static> {
     Body::Vote {
         last_index: Index(last_index),
         last_term: Term(last_term),
+        transfer: false,
     }
 }
 

@@ -136,8 +136,19 @@ impl<const E: usize, const B: usize> EntryBuf<E, B> {
 
     /// Appends an entry at `last_index() + 1`.
     pub(crate) fn push(&mut self, term: Term, kind: EntryKind, data: &[u8]) -> Result<(), BufFull> {
-        self.fits(data.len())?;
-        if self.data_tail + data.len() > B {
+        self.push_parts(term, kind, &[data])
+    }
+
+    /// Appends an entry whose payload is `parts` back to back.
+    pub(crate) fn push_parts(
+        &mut self,
+        term: Term,
+        kind: EntryKind,
+        parts: &[&[u8]],
+    ) -> Result<(), BufFull> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        self.fits(len)?;
+        if self.data_tail + len > B {
             self.data.copy_within(self.data_head..self.data_tail, 0);
             let shift = self.data_head as u32;
             for k in 0..self.len {
@@ -147,14 +158,16 @@ impl<const E: usize, const B: usize> EntryBuf<E, B> {
             self.data_head = 0;
         }
         let off = self.data_tail;
-        self.data[off..off + data.len()].copy_from_slice(data);
-        self.data_tail += data.len();
+        for part in parts {
+            self.data[self.data_tail..self.data_tail + part.len()].copy_from_slice(part);
+            self.data_tail += part.len();
+        }
         let slot = wrap(self.head + self.len, E);
         self.metas[slot] = Meta {
             term,
             kind,
             off: off as u32,
-            len: data.len() as u32,
+            len: len as u32,
         };
         self.len += 1;
         Ok(())

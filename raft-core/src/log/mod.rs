@@ -19,17 +19,20 @@ pub(crate) struct RaftLog<S, const E: usize, const B: usize> {
     /// The lowest index truncated since the unstable entries were last handed to the host
     /// ([`RaftLog::handed_out`]): from there on, what the host is writing is not what we hold.
     overwritten: Option<Index>,
+    /// A received snapshot the host is installing: its index and term. Nothing at or below it
+    /// is readable meanwhile but its term.
+    installing: Option<(Index, Term)>,
 }
 
 impl<S: Storage, const E: usize, const B: usize> RaftLog<S, E, B> {
-    pub(crate) fn new(storage: S) -> Self {
+    pub(crate) fn new(storage: S, commit: Index) -> Self {
         let first = storage.last_index().next();
-        let commit = storage.hard_state().commit;
         RaftLog {
             storage,
             unstable: EntryBuf::new(first),
             commit,
             overwritten: None,
+            installing: None,
         }
     }
 
@@ -44,6 +47,9 @@ impl<S: Storage, const E: usize, const B: usize> RaftLog<S, E, B> {
 
     /// First index still readable.
     pub(crate) fn first_index(&self) -> Index {
+        if let Some((index, _)) = self.installing {
+            return index.next();
+        }
         self.storage.first_index().min(self.unstable.first_index())
     }
 
@@ -51,6 +57,9 @@ impl<S: Storage, const E: usize, const B: usize> RaftLog<S, E, B> {
     pub(crate) fn term(&self, index: Index) -> Option<Term> {
         if index >= self.unstable.first_index() {
             return self.unstable.term(index);
+        }
+        if let Some((i, t)) = self.installing {
+            return (index == i).then_some(t);
         }
         if index == Index::ZERO {
             return Some(Term::ZERO);
@@ -67,6 +76,9 @@ impl<S: Storage, const E: usize, const B: usize> RaftLog<S, E, B> {
     pub(crate) fn entry(&self, index: Index) -> Option<Entry<'_>> {
         if index >= self.unstable.first_index() {
             return self.unstable.get(index);
+        }
+        if self.installing.is_some() {
+            return None;
         }
         self.storage.entry(index).ok()
     }
@@ -95,6 +107,35 @@ impl<S: Storage, const E: usize, const B: usize> RaftLog<S, E, B> {
     ) -> Result<Index, BufFull> {
         self.unstable.push(term, kind, data)?;
         Ok(self.last_index())
+    }
+
+    /// Appends an entry whose payload is `parts` back to back.
+    pub(crate) fn append_parts(
+        &mut self,
+        term: Term,
+        kind: EntryKind,
+        parts: &[&[u8]],
+    ) -> Result<Index, BufFull> {
+        self.unstable.push_parts(term, kind, parts)?;
+        Ok(self.last_index())
+    }
+
+    /// A snapshot through `index` (of `term`) was received and is being installed by the
+    /// host: the log is now empty after it. Until the host reports the install done
+    /// ([`RaftLog::installed`]), the storage may still hold the old log; the snapshot's point
+    /// shadows it.
+    pub(crate) fn install(&mut self, index: Index, term: Term) {
+        self.unstable.reset(index.next());
+        self.installing = Some((index, term));
+        self.overwritten = None;
+        if self.commit < index {
+            self.commit = index;
+        }
+    }
+
+    /// The host installed the snapshot: the storage now answers for it.
+    pub(crate) fn installed(&mut self) {
+        self.installing = None;
     }
 
     /// Drops the entries at and after `index` (never committed ones: the caller checks).
@@ -180,7 +221,7 @@ mod tests {
     use crate::storage::MemStorage;
 
     fn log() -> RaftLog<MemStorage<8, 64>, 8, 64> {
-        RaftLog::new(MemStorage::new())
+        RaftLog::new(MemStorage::new(), Index(0))
     }
 
     #[test]

@@ -28,7 +28,7 @@ impl<
         if self.pre_vote {
             self.become_pre_candidate();
         } else {
-            self.become_candidate();
+            self.become_candidate(false);
         }
     }
 
@@ -47,6 +47,8 @@ impl<
         self.role = Role::Follower;
         self.leader = leader;
         self.noop_pending = false;
+        self.lead_transferee = NodeId::NONE;
+        self.lease_until = 0;
         self.tracker.reset_votes();
         self.reads.clear();
         self.reset_timers();
@@ -57,10 +59,11 @@ impl<
         self.leader = NodeId::NONE;
         self.tracker.reset_votes();
         self.reset_timers();
-        self.request_votes(true);
+        self.request_votes(true, false);
     }
 
-    fn become_candidate(&mut self) {
+    /// Campaigns in the next term; `transfer` when the leader handed over to this node.
+    pub(crate) fn become_candidate(&mut self, transfer: bool) {
         // No overflow: `hup` does not campaign at the largest term, and a pre-candidate's term
         // only changes by becoming a follower.
         self.term = Term(self.term.0 + 1);
@@ -69,10 +72,10 @@ impl<
         self.leader = NodeId::NONE;
         self.tracker.reset_votes();
         self.reset_timers();
-        self.request_votes(false);
+        self.request_votes(false, transfer);
     }
 
-    fn request_votes(&mut self, pre: bool) {
+    fn request_votes(&mut self, pre: bool, transfer: bool) {
         let id = self.id;
         self.tracker.record_vote(id, true);
         if self.tracker.vote_result() == VoteResult::Won {
@@ -94,6 +97,7 @@ impl<
             Body::Vote {
                 last_index,
                 last_term,
+                transfer,
             }
         };
         for k in 0..self.tracker.len() {
@@ -106,7 +110,7 @@ impl<
 
     fn won(&mut self, pre: bool) {
         if pre {
-            self.become_candidate();
+            self.become_candidate(false);
         } else {
             self.become_leader();
         }
@@ -118,6 +122,9 @@ impl<
         self.counters.became_leader += 1;
         self.reset_timers();
         self.reads.clear();
+        self.lead_transferee = NodeId::NONE;
+        self.lease_until = 0;
+        self.rounds_sent.clear();
         let last = self.log.last_index();
         // Only what is durable counts as the leader's own copy (entries written with
         // `advance_unsynced` may still be in flight to the disk).

@@ -3,18 +3,26 @@
 //! the append path on both sides; `read` ReadIndex.
 
 mod election;
+mod membership;
 mod read;
 mod replication;
+mod snapshot;
+mod transfer;
+
+pub(crate) use membership::ConfigState;
+#[cfg(test)]
+pub(crate) use membership::PENDING_CONFIGS;
 
 use crate::config::Config;
 use crate::error::{ConfigError, StepError};
 use crate::log::RaftLog;
-use crate::message::{Body, Message, ENTRY_OVERHEAD, MAX_HEADER_LEN};
+use crate::membership::{ConfigEntry, Membership, MembershipError, MAX_MEMBERS};
+use crate::message::{Body, EntryKind, Message, ENTRY_OVERHEAD, MAX_HEADER_LEN};
 use crate::outbox::{Class, Outbox};
 use crate::rand::Rng;
 use crate::read_index::{ReadQueue, ReadState};
 use crate::storage::{HardState, Storage};
-use crate::tracker::{Progress, Tracker};
+use crate::tracker::Tracker;
 use crate::types::{Index, NodeId, Term};
 
 /// A node's role (Raft §5.1, plus the pre-vote phase of thesis §9.6).
@@ -67,9 +75,25 @@ pub struct Counters {
     pub proposals_busy: u64,
     /// Appends a follower could not take in full because its unstable log was full.
     pub appends_truncated: u64,
-    /// Peers the leader could not serve because the entries they need were compacted (they
-    /// need a snapshot, which arrives with log compaction support).
+    /// Times the leader could not serve a peer because the entries it needs were compacted
+    /// and the storage had no snapshot to send instead.
     pub compacted_peers: u64,
+    /// Snapshots this leader sent to the end (acknowledged as installed).
+    pub snapshots_sent: u64,
+    /// Snapshot chunks this leader sent.
+    pub snapshot_chunks_sent: u64,
+    /// Snapshots this node received and installed.
+    pub snapshots_installed: u64,
+    /// Snapshot chunks refused: damaged (CRC), out of order, or with no room to hold them.
+    pub snapshot_chunks_refused: u64,
+    /// Leadership transfers this leader started, and those that timed out.
+    pub transfers_started: u64,
+    /// Leadership transfers that did not complete within an election timeout.
+    pub transfers_aborted: u64,
+    /// Reads served from the leader's lease, without a heartbeat round.
+    pub lease_reads: u64,
+    /// Append entries refused because they carried a configuration this node cannot hold.
+    pub configs_refused: u64,
 }
 
 /// The whole protocol state. `Node` is the public handle around it.
@@ -102,6 +126,23 @@ pub(crate) struct Raft<
     pub(crate) durable: Index,
     /// A new leader could not append its no-op for lack of room; retried on advance.
     pub(crate) noop_pending: bool,
+    /// The configurations in effect and pending.
+    pub(crate) config: ConfigState,
+    /// On the leader: the voter it is handing over to, and for how many ticks.
+    pub(crate) lead_transferee: NodeId,
+    pub(crate) transfer_elapsed: u32,
+    /// On a follower: the snapshot being received, and whether a chunk of it waits in the
+    /// outbox for the host.
+    pub(crate) snap_recv: Option<snapshot::Receiving>,
+    pub(crate) chunk_queued: Option<snapshot::Chunk>,
+    /// The last chunk was received: the host installs the snapshot with the next `Ready`.
+    pub(crate) install_queued: bool,
+    /// Ticks since the node started; the leader's lease is measured on it.
+    pub(crate) clock: u64,
+    /// With `read_lease`: the leader may serve reads without a round until this tick.
+    pub(crate) lease_until: u64,
+    /// With `read_lease`: when recent heartbeat rounds went out, (round, tick), newest last.
+    pub(crate) rounds_sent: heapless::Deque<(u64, u64), 8>,
 
     pub(crate) election_elapsed: u32,
     pub(crate) heartbeat_elapsed: u32,
@@ -115,6 +156,9 @@ pub(crate) struct Raft<
     pub(crate) max_append_bytes: usize,
     pub(crate) max_entry_bytes: usize,
     pub(crate) max_uncommitted: u64,
+    pub(crate) max_snapshot_chunk: usize,
+    pub(crate) max_learner_lag: u64,
+    pub(crate) read_lease: bool,
 
     pub(crate) counters: Counters,
 }
@@ -139,21 +183,26 @@ impl<
         if config.id.is_none() {
             return Err(ConfigError::ZeroId);
         }
+        if P > MAX_MEMBERS {
+            return Err(ConfigError::TooManyPeers {
+                requested: P,
+                capacity: MAX_MEMBERS,
+            });
+        }
         if config.voters.len() > P {
             return Err(ConfigError::TooManyPeers {
                 requested: config.voters.len(),
                 capacity: P,
             });
         }
-        let mut tracker = Tracker::new();
-        for &v in config.voters {
-            if v.is_none() || tracker.contains(v) {
-                return Err(ConfigError::InvalidVoter(v));
-            }
-            // Capacity checked above.
-            let _ = tracker.peers.push(Progress::new(v));
-        }
-        if !tracker.contains(config.id) {
+        let bootstrap = Membership::with_voters(config.voters).map_err(|e| match e {
+            MembershipError::InvalidId(id) => ConfigError::InvalidVoter(id),
+            _ => ConfigError::TooManyPeers {
+                requested: config.voters.len(),
+                capacity: P,
+            },
+        })?;
+        if !bootstrap.is_empty() && !bootstrap.contains(config.id) {
             return Err(ConfigError::SelfNotVoter);
         }
         if config.heartbeat_ticks == 0
@@ -173,14 +222,52 @@ impl<
         {
             return Err(ConfigError::EntryLimitTooLarge);
         }
+        if config.max_snapshot_chunk == 0
+            || config.max_snapshot_chunk + snapshot::MAX_CHUNK_HEADER > O.saturating_sub(16)
+        {
+            return Err(ConfigError::SnapshotChunkInvalid);
+        }
+        if config.read_lease && !config.check_quorum {
+            return Err(ConfigError::LeaseNeedsCheckQuorum);
+        }
         let hs = storage.hard_state();
         let last = storage.last_index();
-        if hs.commit > last
+        let snap = storage.snapshot();
+        let snap_index = snap.as_ref().map_or(Index::ZERO, |s| s.index);
+        let commit = hs.commit.max(snap_index);
+        let applied = config.applied.max(snap_index);
+        if commit > last
             || storage.term(last).is_err()
-            || (!hs.vote.is_none() && !tracker.contains(hs.vote))
-            || config.applied > hs.commit
+            || applied > commit
+            || snap
+                .as_ref()
+                .is_some_and(|s| storage.term(s.index) != Ok(s.term) || s.membership.len() > P)
         {
             return Err(ConfigError::InvalidStorage);
+        }
+        // The configuration: the snapshot's (or the bootstrap voters), then every
+        // configuration entry in the log after it.
+        let mut configs = match snap {
+            Some(s) => ConfigState::new(s.index, s.membership),
+            None => ConfigState::new(Index::ZERO, bootstrap),
+        };
+        let mut i = storage.first_index().max(configs.committed.0.next());
+        while i <= last {
+            let entry = storage.entry(i).map_err(|_| ConfigError::InvalidStorage)?;
+            if entry.kind == EntryKind::Config {
+                let c = ConfigEntry::decode(entry.data).map_err(|_| ConfigError::InvalidStorage)?;
+                if c.membership.len() > P {
+                    return Err(ConfigError::InvalidStorage);
+                }
+                if i <= commit {
+                    configs.committed = (i, c.membership);
+                } else if configs.pending.is_full() {
+                    return Err(ConfigError::InvalidStorage);
+                } else {
+                    let _ = configs.pending.push_back((i, c.membership));
+                }
+            }
+            i = i.next();
         }
         let seed = config.seed ^ config.id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let mut raft = Raft {
@@ -189,15 +276,24 @@ impl<
             term: hs.term,
             vote: hs.vote,
             leader: NodeId::NONE,
-            log: RaftLog::new(storage),
-            applied: config.applied.max(Index::ZERO),
-            tracker,
+            log: RaftLog::new(storage, commit),
+            applied,
+            tracker: Tracker::new(),
             outbox: Outbox::new(),
             reads: ReadQueue::new(),
             read_states: heapless::Vec::new(),
             persisted: hs,
             durable: last,
             noop_pending: false,
+            config: configs,
+            lead_transferee: NodeId::NONE,
+            transfer_elapsed: 0,
+            snap_recv: None,
+            chunk_queued: None,
+            install_queued: false,
+            clock: 0,
+            lease_until: 0,
+            rounds_sent: heapless::Deque::new(),
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             randomized_timeout: config.election_ticks,
@@ -209,8 +305,12 @@ impl<
             max_append_bytes: config.max_append_bytes,
             max_entry_bytes: config.max_entry_bytes,
             max_uncommitted: config.max_uncommitted_entries,
+            max_snapshot_chunk: config.max_snapshot_chunk,
+            max_learner_lag: config.max_learner_lag,
+            read_lease: config.read_lease,
             counters: Counters::default(),
         };
+        raft.apply_membership();
         raft.reset_timers();
         Ok(raft)
     }
@@ -230,7 +330,7 @@ impl<
     }
 
     pub(crate) fn is_voter(&self) -> bool {
-        self.tracker.contains(self.id)
+        self.tracker.is_voter(self.id)
     }
 
     /// Queues a message in this node's current term.
@@ -258,6 +358,7 @@ impl<
 
     /// One tick of the logical clock.
     pub(crate) fn tick(&mut self) {
+        self.clock += 1;
         if self.role == Role::Leader {
             self.tick_leader();
         } else {
@@ -274,7 +375,16 @@ impl<
             self.counters.misaddressed += 1;
             return Err(StepError::WrongRecipient(m.to));
         }
-        if m.from == self.id || !self.tracker.contains(m.from) {
+        // A node hears from members only, with one exception: a leader that does not know it
+        // yet is in the configuration (it is being added) may reach it with appends, heartbeats
+        // and snapshots. Nothing else from a non-member counts: a removed node cannot disrupt
+        // the cluster with its votes.
+        let from_leader = matches!(
+            m.body,
+            Body::Append { .. } | Body::Heartbeat { .. } | Body::Snapshot { .. }
+        );
+        if m.from == self.id || m.from.is_none() || (!self.tracker.contains(m.from) && !from_leader)
+        {
             self.counters.misaddressed += 1;
             return Err(StepError::UnknownSender(m.from));
         }
@@ -297,7 +407,14 @@ impl<
                 Body::PreVote { .. } => {}
                 Body::PreVoteResponse { reject: false } => {}
                 _ => {
-                    let vote_request = matches!(m.body, Body::Vote { .. });
+                    // A candidate the leader handed over to may unseat it within its lease.
+                    let vote_request = matches!(
+                        m.body,
+                        Body::Vote {
+                            transfer: false,
+                            ..
+                        }
+                    );
                     if vote_request && self.in_leader_lease() {
                         self.counters.votes_ignored += 1;
                         return Ok(());
@@ -347,6 +464,7 @@ impl<
             Body::Vote {
                 last_index,
                 last_term,
+                ..
             } => {
                 self.handle_vote_request(m, false, last_index, last_term);
             }
@@ -391,6 +509,42 @@ impl<
                     self.counters.stale += 1;
                 } else if self.read_states.push(ReadState { context, index }).is_err() {
                     self.counters.messages_dropped += 1;
+                }
+            }
+            Body::Snapshot {
+                index,
+                term,
+                len,
+                offset,
+                membership,
+                crc,
+                data,
+            } => {
+                if !self.accept_leader(m.from) {
+                    return Err(StepError::Malformed);
+                }
+                let chunk = snapshot::Incoming {
+                    index,
+                    term,
+                    len,
+                    offset,
+                    membership,
+                    crc,
+                    data,
+                };
+                self.handle_snapshot(m.from, chunk)?;
+            }
+            Body::SnapshotResponse { index, next } => {
+                if self.role == Role::Leader {
+                    self.handle_snapshot_response(m.from, index, next);
+                }
+            }
+            Body::TimeoutNow => {
+                // Only from the leader of our term.
+                if self.role == Role::Leader || m.from != self.leader {
+                    self.counters.stale += 1;
+                } else {
+                    self.handle_timeout_now();
                 }
             }
         }

@@ -19,6 +19,14 @@ impl<
 {
     pub(crate) fn read_index(&mut self, context: u64) -> Result<(), ReadError> {
         if self.role == Role::Leader {
+            if self.lease_valid() {
+                let index = self.log.commit;
+                if self.read_states.push(ReadState { context, index }).is_err() {
+                    return Err(ReadError::Busy);
+                }
+                self.counters.lease_reads += 1;
+                return Ok(());
+            }
             if !self.reads.push(context, self.id) {
                 return Err(ReadError::Busy);
             }
@@ -33,6 +41,12 @@ impl<
     }
 
     pub(crate) fn handle_read_request(&mut self, context: u64, from: NodeId) {
+        if self.lease_valid() {
+            let index = self.log.commit;
+            self.counters.lease_reads += 1;
+            self.send(from, Body::ReadIndexResponse { context, index });
+            return;
+        }
         if !self.reads.push(context, from) {
             // The follower's host times out and retries.
             self.counters.messages_dropped += 1;
@@ -97,6 +111,53 @@ impl<
                         index: r.index,
                     },
                 );
+            }
+        }
+    }
+
+    /// With `read_lease`: whether the leader's lease covers a read now. Not during a transfer
+    /// (the target may be elected within the lease), and only once an entry of this term is
+    /// committed (so the commit index is at least every earlier leader's).
+    pub(crate) fn lease_valid(&self) -> bool {
+        self.read_lease
+            && self.role == Role::Leader
+            && self.lead_transferee.is_none()
+            && self.clock < self.lease_until
+            && self.committed_in_term()
+    }
+
+    /// With `read_lease`: a heartbeat goes out as a new round, remembered with the tick it
+    /// left at.
+    pub(crate) fn start_lease_round(&mut self) {
+        self.reads.round += 1;
+        let round = self.reads.round;
+        let id = self.id;
+        if let Some(p) = self.tracker.get_mut(id) {
+            p.read_round = round;
+        }
+        if self.rounds_sent.is_full() {
+            self.rounds_sent.pop_front();
+        }
+        let _ = self.rounds_sent.push_back((round, self.clock));
+    }
+
+    /// With `read_lease`: the newest round a quorum answered extends the lease to an election
+    /// timeout after it left, less two ticks of margin (see `Config::read_lease`).
+    pub(crate) fn renew_lease(&mut self) {
+        if !self.read_lease || self.role != Role::Leader {
+            return;
+        }
+        let acked = self.tracker.read_round_acked();
+        let sent = self
+            .rounds_sent
+            .iter()
+            .rev()
+            .find(|(round, _)| *round <= acked)
+            .map(|(_, at)| *at);
+        if let Some(at) = sent {
+            let until = at + u64::from(self.election_ticks.saturating_sub(2));
+            if until > self.lease_until {
+                self.lease_until = until;
             }
         }
     }

@@ -4,7 +4,7 @@
 use super::{Raft, Role};
 use crate::error::StepError;
 use crate::message::{
-    encode_entry, encode_header, entry_wire_len, Body, EntryList, Message, RejectHint,
+    encode_entry, encode_header, entry_wire_len, Body, EntryKind, EntryList, Message, RejectHint,
     MAX_HEADER_LEN,
 };
 use crate::outbox::Class;
@@ -80,19 +80,37 @@ impl<
                         self.counters.malformed += 1;
                         return Err(StepError::Malformed);
                     }
+                    self.truncate_configs(e.index);
                     self.log.truncate_from(e.index);
                 }
                 None => {}
             }
-            if self.log.append(e.term, e.kind, e.data).is_err() {
+            if !self.log.can_append(e.data.len()) {
                 // Unstable log full: take what fits, acknowledge it, and the leader sends the
                 // rest after we persist.
+                self.counters.appends_truncated += 1;
+                break;
+            }
+            if e.kind == EntryKind::Config {
+                // Configurations take effect when appended. One this node cannot hold (it does
+                // not decode or fit, or too many are uncommitted) stops the append here; the
+                // leader sends it again once the commit index has moved.
+                self.config
+                    .commit_to(commit.min(last_new).max(self.log.commit));
+                if self.adopt_config_entry(e.index, e.data).is_err() {
+                    self.counters.configs_refused += 1;
+                    break;
+                }
+            }
+            if self.log.append(e.term, e.kind, e.data).is_err() {
+                // Checked above.
                 self.counters.appends_truncated += 1;
                 break;
             }
             last_new = e.index;
         }
         self.log.commit_to(commit.min(last_new));
+        self.config.commit_to(self.log.commit);
         self.send(
             from,
             Body::AppendResponse {
@@ -108,6 +126,15 @@ impl<
     pub(crate) fn tick_leader(&mut self) {
         self.heartbeat_elapsed += 1;
         self.election_elapsed += 1;
+        if !self.lead_transferee.is_none() {
+            self.transfer_elapsed += 1;
+            if self.transfer_elapsed >= self.election_ticks {
+                // Thesis §3.10: a transfer that does not complete within an election timeout
+                // is aborted, and the leader takes proposals again.
+                self.lead_transferee = NodeId::NONE;
+                self.counters.transfers_aborted += 1;
+            }
+        }
         if self.election_elapsed >= self.election_ticks {
             self.election_elapsed = 0;
             if self.check_quorum && !self.tracker.quorum_active(self.id) {
@@ -123,6 +150,10 @@ impl<
     }
 
     pub(crate) fn broadcast_heartbeat(&mut self) {
+        if self.read_lease {
+            // Every heartbeat is a round, so that its answers renew the lease.
+            self.start_lease_round();
+        }
         for k in 0..self.tracker.len() {
             let p = &self.tracker.peers[k];
             if p.id == self.id {
@@ -150,10 +181,9 @@ impl<
         self.tracker.peers.iter().any(|p| {
             p.id != self.id
                 && !p.paused()
-                && (p.next <= last || (p.state == ProgressState::Probe && !p.probe_sent))
-                // A member behind the compacted prefix cannot be sent anything (it needs a
-                // snapshot); counting it would keep `has_ready` true forever.
-                && self.log.term(p.next.prev()).is_some()
+                && (p.state == ProgressState::Snapshot
+                    || p.next <= last
+                    || (p.state == ProgressState::Probe && !p.probe_sent))
         })
     }
 
@@ -172,6 +202,16 @@ impl<
         };
         if p.paused() {
             return false;
+        }
+        if p.state == ProgressState::Snapshot {
+            return self.send_snapshot_chunk(to);
+        }
+        if self.needs_snapshot(p.next) {
+            // Its next entry is compacted: only the snapshot can help.
+            if let Some(p) = self.tracker.get_mut(to) {
+                p.become_snapshot(Index::ZERO, 0);
+            }
+            return self.send_snapshot_chunk(to);
         }
         let probe = p.state == ProgressState::Probe;
         let next = p.next;
@@ -261,6 +301,7 @@ impl<
                 }
             }
             ProgressState::Probe => p.probe_sent = true,
+            ProgressState::Snapshot => {}
         }
         true
     }
@@ -287,6 +328,13 @@ impl<
                     match p.state {
                         ProgressState::Probe => p.become_replicate(),
                         ProgressState::Replicate => p.inflights.free_le(index),
+                        ProgressState::Snapshot => {
+                            // It caught up by other means (it held the entries already).
+                            if p.matched >= p.snap_index {
+                                p.become_probe();
+                                p.next = p.matched.next();
+                            }
+                        }
                     }
                     if self.maybe_commit() {
                         self.on_commit_advanced();
@@ -295,6 +343,7 @@ impl<
                     p.inflights.free_le(index);
                 }
                 self.maybe_send_append(from);
+                self.maybe_send_timeout_now(from);
             }
             Some(hint) => {
                 // Fast backtracking: skip a whole term of the follower's log at a time.
@@ -323,10 +372,16 @@ impl<
             return;
         };
         p.recent_active = true;
-        p.probe_sent = false;
         if round > p.read_round && round <= self.reads.round {
             p.read_round = round;
         }
+        if p.state == ProgressState::Snapshot {
+            self.snapshot_heartbeat(from);
+            self.renew_lease();
+            self.release_reads();
+            return;
+        }
+        p.probe_sent = false;
         // The peer is alive; if the window is full an acknowledgement may have been lost.
         if p.state == ProgressState::Replicate && p.inflights.full() {
             p.inflights.free_first();
@@ -344,6 +399,7 @@ impl<
         if p.matched < last {
             self.send_append(from, stalled);
         }
+        self.renew_lease();
         self.release_reads();
     }
 
@@ -362,9 +418,10 @@ impl<
     /// Raft §5.4.2: advance the commit index to what a majority holds, but only by counting
     /// replicas of an entry of the current term.
     pub(crate) fn maybe_commit(&mut self) -> bool {
-        let mci = self.tracker.committed();
+        let mci = self.tracker.committed().min(self.log.last_index());
         if mci > self.log.commit && self.log.term(mci) == Some(self.term) {
             self.log.commit = mci;
+            self.config.commit_to(mci);
             true
         } else {
             false
@@ -375,6 +432,7 @@ impl<
         // Reads queued before the first commit of this term can be served now.
         if self.role == Role::Leader {
             self.assign_reads();
+            self.maybe_step_down_removed();
         }
     }
 

@@ -10,6 +10,9 @@ pub enum ProgressState {
     Probe,
     /// The follower matches: stream appends, up to the in-flight window.
     Replicate,
+    /// The follower needs entries the leader has compacted: send it the snapshot, one chunk
+    /// at a time, then probe from the snapshot's index.
+    Snapshot,
 }
 
 /// The leader's view of one member.
@@ -35,6 +38,18 @@ pub(crate) struct Progress<const W: usize> {
     pub(crate) read_round: u64,
     /// Vote in the current election: `None` not yet answered.
     pub(crate) vote: Option<bool>,
+    /// A voter of the incoming configuration.
+    pub(crate) voter: bool,
+    /// A voter of the outgoing configuration (joint changes only).
+    pub(crate) outgoing: bool,
+    /// In `Snapshot`: the snapshot being sent (its index and size) and the offset of the
+    /// next chunk; `probe_sent` says a chunk is awaiting its answer.
+    pub(crate) snap_index: Index,
+    pub(crate) snap_len: u64,
+    pub(crate) snap_offset: u64,
+    /// In `Snapshot`: the offset outstanding at the previous heartbeat answer; still the same
+    /// at the next one means the chunk or its answer was lost, and it goes out again.
+    pub(crate) snap_stall: Option<u64>,
 }
 
 impl<const W: usize> Progress<W> {
@@ -50,7 +65,24 @@ impl<const W: usize> Progress<W> {
             behind_at_heartbeat: None,
             read_round: 0,
             vote: None,
+            voter: false,
+            outgoing: false,
+            snap_index: Index(0),
+            snap_len: 0,
+            snap_offset: 0,
+            snap_stall: None,
         }
+    }
+
+    /// Starts sending the snapshot at `index`, of `len` bytes, from its first byte.
+    pub(crate) fn become_snapshot(&mut self, index: Index, len: u64) {
+        self.state = ProgressState::Snapshot;
+        self.probe_sent = false;
+        self.inflights.reset();
+        self.snap_index = index;
+        self.snap_len = len;
+        self.snap_offset = 0;
+        self.snap_stall = None;
     }
 
     /// Resets for a new leader whose last index is `last`.
@@ -79,7 +111,7 @@ impl<const W: usize> Progress<W> {
     /// Whether the leader should hold further appends to this member.
     pub(crate) fn paused(&self) -> bool {
         match self.state {
-            ProgressState::Probe => self.probe_sent,
+            ProgressState::Probe | ProgressState::Snapshot => self.probe_sent,
             ProgressState::Replicate => self.inflights.full(),
         }
     }
@@ -117,6 +149,8 @@ impl<const W: usize> Progress<W> {
                     return false;
                 }
             }
+            // A refusal of an append sent before the snapshot started.
+            ProgressState::Snapshot => return false,
         }
         self.next = next
             .max(self.matched.next())

@@ -532,7 +532,16 @@ impl Cluster {
         let id = IDS[k];
         if m.to != id {
             assert_eq!(r, Err(StepError::WrongRecipient(m.to)), "{m:?}");
-        } else if m.from == id || !IDS.contains(&m.from) {
+        } else if m.from == id
+            || (!IDS.contains(&m.from)
+                && !matches!(
+                    m.body,
+                    Body::Append { .. } | Body::Heartbeat { .. } | Body::Snapshot { .. }
+                ))
+        {
+            // Appends, heartbeats and snapshots are taken from any leader (thesis §4.1: a
+            // node being added does not know its leader is a member); nothing else from a
+            // non-member counts.
             assert_eq!(r, Err(StepError::UnknownSender(m.from)), "{m:?}");
         }
         if r.is_err() {
@@ -613,8 +622,11 @@ impl Cluster {
         // The Ready's borrow of the node ends here.
         if send {
             for (to, bytes) in out {
-                assert!(IDS.contains(&to) && to != IDS[k], "node sent to {to}");
-                self.net.push_back((to, bytes));
+                assert!(to != IDS[k], "node sent to itself");
+                // Answers to a stranger that posed as a leader go nowhere.
+                if IDS.contains(&to) {
+                    self.net.push_back((to, bytes));
+                }
             }
         }
         if let Some(h) = between {
@@ -658,7 +670,12 @@ impl Cluster {
             assert_eq!(st.vote, w.vote, "vote changed within term {}", st.term);
         }
         assert!(st.vote.is_none() || IDS.contains(&st.vote), "{st:?}");
-        assert!(st.leader.is_none_or(|l| IDS.contains(&l)), "{st:?}");
+        // The leader may be a stranger: a node follows whoever leads its term, member or not
+        // (thesis §4.1), and telling members from strangers is the transport's job.
+        assert!(
+            st.leader != Some(st.id) || st.role == Role::Leader,
+            "{st:?}"
+        );
         if st.role == Role::Leader {
             assert_eq!((st.leader, st.vote), (Some(st.id), st.id), "{st:?}");
         }
@@ -752,6 +769,7 @@ impl Cluster {
             } => Body::Vote {
                 last_index: index(*last_index),
                 last_term: term_rel(*last_term, st.last_term),
+                transfer: false,
             },
             BodySel::VoteResponse { reject } => Body::VoteResponse { reject: *reject },
             BodySel::Append {
