@@ -1,5 +1,6 @@
 //! The TCP transport over real sockets on 127.0.0.1: members exchanging frames, restarts,
-//! strangers refused, bounded queues, prompt shutdown.
+//! strangers refused, bounded queues, peers added, removed and moved at runtime, prompt
+//! shutdown.
 //!
 //! Written for a loaded two-core machine: every wait polls for a condition with a generous
 //! deadline, and no assertion depends on how long something took, except that a shutdown
@@ -145,6 +146,38 @@ impl Member {
     fn stats(&self) -> TransportStats {
         self.transport.stats()
     }
+
+    fn addr(&self) -> SocketAddr {
+        self.transport.local_addr()
+    }
+
+    /// Makes `other` a peer of this member, at its listening address.
+    fn add(&self, other: &Member) {
+        self.transport
+            .add_peer(NodeId(other.id), other.addr())
+            .expect("add_peer");
+    }
+
+    /// Frames received from `from` so far.
+    fn received_from(&self, from: u64) -> usize {
+        self.inbox
+            .senders()
+            .iter()
+            .filter(|f| **f == NodeId(from))
+            .count()
+    }
+}
+
+/// Both members send one frame to the other and wait for the other's.
+fn exchange(a: &Member, b: &Member, what: &str) {
+    let (ab, ba) = (
+        format!("{what}: {} to {}", a.id, b.id),
+        format!("{what}: {} to {}", b.id, a.id),
+    );
+    a.send_eventually(b.id, ab.as_bytes());
+    b.send_eventually(a.id, ba.as_bytes());
+    b.inbox.wait_for(a.id, ab.as_bytes());
+    a.inbox.wait_for(b.id, ba.as_bytes());
 }
 
 /// Starts members with the given ids, each on a port of its own.
@@ -695,4 +728,295 @@ fn shutdown_is_prompt_while_peers_are_unreachable() {
         closed_by_peer(&mut stranger),
         "the stranger's connection is closed"
     );
+}
+
+#[test]
+fn members_started_with_no_peers_connect_once_added_in_either_order() {
+    for lower_added_last in [false, true] {
+        let n1 = Member::start(1, local_listener(), &[], options());
+        let n2 = Member::start(2, local_listener(), &[], options());
+        assert!(n1.transport.peers().is_empty() && n2.transport.peers().is_empty());
+        assert_eq!(
+            n1.transport.send(NodeId(2), b"x"),
+            Err(SendError::UnknownPeer)
+        );
+        assert_eq!(
+            n2.transport.send(NodeId(1), b"x"),
+            Err(SendError::UnknownPeer)
+        );
+        if lower_added_last {
+            // Node 1 dials node 2 at once, and is refused as a stranger until node 2 adds it;
+            // its next redial is let in.
+            n1.add(&n2);
+            eventually("node 2 to refuse node 1", || n2.stats().refused >= 1);
+            assert!(!n1.transport.is_connected(NodeId(2)));
+            n2.add(&n1);
+        } else {
+            // Node 2 waits for a dial that comes as soon as node 1 knows it.
+            n2.add(&n1);
+            n1.add(&n2);
+        }
+        exchange(&n1, &n2, "added at runtime");
+        assert_eq!(n1.transport.peers(), vec![(NodeId(2), n2.addr())]);
+        assert_eq!(n2.transport.peers(), vec![(NodeId(1), n1.addr())]);
+        // Adding a peer again at the same address changes nothing.
+        n1.add(&n2);
+        n2.add(&n1);
+        assert_eq!((n1.stats().disconnects, n2.stats().disconnects), (0, 0));
+        exchange(&n1, &n2, "after adding again");
+    }
+}
+
+#[test]
+fn a_removed_peer_is_unknown_and_refused_like_a_stranger() {
+    let members = cluster(&[1, 2], options());
+    wait_all_connected(&members);
+    let (n1, n2) = (&members[0], &members[1]);
+    exchange(n1, n2, "before the removal");
+    let from_1_before = n2.received_from(1);
+
+    // Node 2 removes node 1 (which dials it, and keeps redialing: it still counts 2 a peer).
+    n2.transport.remove_peer(NodeId(1));
+    assert_eq!(
+        n2.transport.send(NodeId(1), b"x"),
+        Err(SendError::UnknownPeer)
+    );
+    assert!(!n2.transport.is_connected(NodeId(1)));
+    assert!(n2.transport.peers().is_empty());
+    eventually("node 1 to see the connection closed", || {
+        !n1.transport.is_connected(NodeId(2))
+    });
+    assert!(n2.stats().disconnects >= 1);
+    // Its redials are refused and counted; none gets through.
+    eventually("two of node 1's redials refused", || {
+        n2.stats().refused >= 2
+    });
+    assert_eq!(
+        n1.transport.send(NodeId(2), b"x"),
+        Err(SendError::NotConnected)
+    );
+    // A hello from node 1 played by hand is refused the same way: no answer, closed.
+    let refused = n2.stats().refused;
+    let mut s = connect(n2.addr());
+    s.write_all(&hello(CLUSTER, 1, 2)).expect("write hello");
+    assert!(closed_by_peer(&mut s), "a removed peer's hello is refused");
+    eventually("the hand-played hello refused", || {
+        n2.stats().refused > refused
+    });
+    assert!(!n2.transport.is_connected(NodeId(1)));
+    assert_eq!(
+        n2.received_from(1),
+        from_1_before,
+        "nothing delivered from node 1"
+    );
+
+    // Node 1 removes node 2 in turn: sends to it are refused as unknown too.
+    n1.transport.remove_peer(NodeId(2));
+    assert_eq!(
+        n1.transport.send(NodeId(2), b"x"),
+        Err(SendError::UnknownPeer)
+    );
+    assert!(n1.transport.peers().is_empty());
+}
+
+#[test]
+fn a_peer_added_again_after_removal_reconnects() {
+    let members = cluster(&[1, 2], options());
+    wait_all_connected(&members);
+    let (n1, n2) = (&members[0], &members[1]);
+    exchange(n1, n2, "at first");
+
+    // The acceptor removes the dialer and adds it back: the dialer's next redial is let in.
+    n2.transport.remove_peer(NodeId(1));
+    eventually("node 1 to see the connection closed", || {
+        !n1.transport.is_connected(NodeId(2))
+    });
+    n2.add(n1);
+    exchange(n1, n2, "node 1 added again");
+
+    // The dialer removes the acceptor and adds it back: it dials again.
+    n1.transport.remove_peer(NodeId(2));
+    assert_eq!(
+        n1.transport.send(NodeId(2), b"x"),
+        Err(SendError::UnknownPeer)
+    );
+    eventually("node 2 to see the connection closed", || {
+        !n2.transport.is_connected(NodeId(1))
+    });
+    n1.add(n2);
+    exchange(n1, n2, "node 2 added again");
+    let s = n2.stats();
+    assert!(s.connects >= 3 && s.disconnects >= 2, "{s:?}");
+}
+
+#[test]
+fn an_address_change_reconnects_to_the_new_listener() {
+    let members = cluster(&[1, 2], options());
+    wait_all_connected(&members);
+    let (n1, old2) = (&members[0], &members[1]);
+    exchange(n1, old2, "before the move");
+
+    // Node 2 moves to a new address (a new process there, knowing node 1), and node 1 is
+    // told: it closes the connection to the old address and dials the new one.
+    let new2 = Member::start(2, local_listener(), &[(1, n1.addr())], options());
+    n1.transport
+        .add_peer(NodeId(2), new2.addr())
+        .expect("add_peer with the new address");
+    assert_eq!(n1.transport.peers(), vec![(NodeId(2), new2.addr())]);
+    eventually("the old node 2 to see the connection closed", || {
+        !old2.transport.is_connected(NodeId(1))
+    });
+    exchange(n1, &new2, "after the move");
+    assert_eq!(
+        old2.received_from(1),
+        1,
+        "nothing more reached the old address"
+    );
+
+    // On the accepting side a new address for the dialer also closes the connection (the
+    // address is not dialed from there, but the peer is presumed to have moved); node 1
+    // redials, and its hello is accepted whatever its address.
+    let connects = new2.stats().connects;
+    let n1_disconnects = n1.stats().disconnects;
+    let elsewhere = addr_of(&local_listener());
+    new2.transport
+        .add_peer(NodeId(1), elsewhere)
+        .expect("add_peer with another address");
+    assert_eq!(new2.transport.peers(), vec![(NodeId(1), elsewhere)]);
+    // Until node 1 sees the connection closed it may queue frames on it, which are lost.
+    eventually("node 1 to see the connection closed", || {
+        n1.stats().disconnects > n1_disconnects
+    });
+    exchange(n1, &new2, "after node 1 moved");
+    let s = new2.stats();
+    assert!(s.connects > connects && s.disconnects >= 1, "{s:?}");
+}
+
+#[test]
+fn add_peer_refuses_this_node_and_id_zero() {
+    let n1 = Member::start(1, local_listener(), &[], options());
+    let somewhere = addr_of(&local_listener());
+    assert!(n1.transport.add_peer(NodeId(1), somewhere).is_err());
+    assert!(n1.transport.add_peer(NodeId(0), somewhere).is_err());
+    assert!(n1.transport.peers().is_empty());
+    assert_eq!(
+        n1.transport.send(NodeId(0), b"x"),
+        Err(SendError::UnknownPeer)
+    );
+}
+
+#[test]
+fn set_peers_reaches_the_given_set_and_changes_nothing_when_it_is_there() {
+    let n1 = Member::start(1, local_listener(), &[], options());
+    let n2 = Member::start(2, local_listener(), &[(1, n1.addr())], options());
+    let down3 = addr_of(&local_listener());
+    let set = [(NodeId(2), n2.addr()), (NodeId(3), down3)];
+    n1.transport.set_peers(&set).expect("set_peers");
+    assert_eq!(n1.transport.peers(), set.to_vec());
+    exchange(&n1, &n2, "after set_peers");
+
+    // A list with this node, id 0, or an id twice is refused and changes nothing.
+    let somewhere = addr_of(&local_listener());
+    for bad in [
+        vec![(NodeId(2), n2.addr()), (NodeId(1), somewhere)],
+        vec![(NodeId(0), somewhere)],
+        vec![(NodeId(4), somewhere), (NodeId(4), somewhere)],
+    ] {
+        assert!(n1.transport.set_peers(&bad).is_err(), "{bad:?}");
+        assert_eq!(n1.transport.peers(), set.to_vec());
+    }
+
+    // The same set again, in any order, leaves the connection alone.
+    let before = (n1.stats(), n2.stats());
+    for _ in 0..100 {
+        n1.transport
+            .set_peers(&[set[1], set[0]])
+            .expect("set_peers");
+    }
+    let after = (n1.stats(), n2.stats());
+    assert_eq!(
+        (after.0.connects, after.0.disconnects, after.1.disconnects),
+        (
+            before.0.connects,
+            before.0.disconnects,
+            before.1.disconnects
+        )
+    );
+    assert!(n1.transport.is_connected(NodeId(2)));
+    exchange(&n1, &n2, "after the same set again");
+
+    // Node 2 leaves the set and node 4 joins it.
+    let down4 = addr_of(&local_listener());
+    n1.transport
+        .set_peers(&[(NodeId(4), down4), (NodeId(3), down3)])
+        .expect("set_peers");
+    assert_eq!(
+        n1.transport.peers(),
+        vec![(NodeId(3), down3), (NodeId(4), down4)]
+    );
+    assert_eq!(
+        n1.transport.send(NodeId(2), b"x"),
+        Err(SendError::UnknownPeer)
+    );
+    assert_eq!(
+        n1.transport.send(NodeId(4), b"x"),
+        Err(SendError::NotConnected)
+    );
+    eventually("node 2 to see the connection closed", || {
+        !n2.transport.is_connected(NodeId(1))
+    });
+    n1.transport.set_peers(&[]).expect("no peers");
+    assert!(n1.transport.peers().is_empty());
+}
+
+#[test]
+fn shutdown_is_prompt_after_peers_were_added_and_removed() {
+    // Every wait is a minute: a thread that shutdown (or a removal) failed to wake would
+    // hold it up far past the deadline below.
+    let mut o = options();
+    o.backoff_min = Duration::from_secs(60);
+    o.backoff_max = Duration::from_secs(60);
+    o.handshake_timeout = Duration::from_secs(60);
+    // Node 5 knows node 2 from the start, since node 2 dials it with no second chance within
+    // the test (node 5 never dials node 2, so the address it has for it does not matter).
+    let n5 = Member::start(
+        5,
+        local_listener(),
+        &[(2, addr_of(&local_listener()))],
+        o.clone(),
+    );
+    let n2 = Member::start(2, local_listener(), &[], o);
+    let down = || addr_of(&local_listener());
+    // Node 2 waits for node 1, backs off from 3 and 4 (down), and is connected to 5.
+    for (id, addr) in [(1, down()), (3, down()), (4, down()), (5, n5.addr())] {
+        n2.transport.add_peer(NodeId(id), addr).expect("add_peer");
+    }
+    n2.send_eventually(5, b"connected");
+    n5.inbox.wait_for(2, b"connected");
+    // Removed, added again, and moved while backing off.
+    n2.transport.remove_peer(NodeId(3));
+    n2.transport.add_peer(NodeId(3), down()).expect("add again");
+    n2.transport.add_peer(NodeId(4), down()).expect("move");
+    n2.transport.remove_peer(NodeId(1));
+    let mut stranger = connect(n2.addr());
+    thread::sleep(Duration::from_millis(100));
+
+    let (done_tx, done_rx) = mpsc::channel();
+    let started = Instant::now();
+    let Member { transport, .. } = n2;
+    thread::spawn(move || {
+        transport.shutdown();
+        let _ = done_tx.send(());
+    });
+    done_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("shutdown finished well before any backoff or handshake timeout");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(
+        closed_by_peer(&mut stranger),
+        "the stranger's connection is closed"
+    );
+    eventually("node 5 to see node 2 gone", || {
+        !n5.transport.is_connected(NodeId(2))
+    });
 }

@@ -70,11 +70,12 @@ fn serve(inner: &Arc<Inner>, stream: Arc<TcpStream>, remote: SocketAddr, slot: u
     let shaken = handshake(inner, &stream);
     release(inner, slot);
     match shaken {
-        Ok(peer) => {
-            if let Some(conn) = peer.install(inner, stream, remote) {
-                peer::read_loop(inner, &peer, conn);
-            }
-        }
+        Ok(peer) => match peer.install(inner, stream, remote) {
+            Some(conn) => peer::read_loop(inner, &peer, conn),
+            // Removed (or moved) while its hello was checked: refused as it would be now.
+            None if !inner.is_stopping() => inner.refuse(remote, &Refusal::UnknownPeer(peer.id)),
+            None => {}
+        },
         Err(reason) => {
             let _ = stream.shutdown(Shutdown::Both);
             // During shutdown every pending handshake fails; that is not a refusal.
@@ -90,14 +91,9 @@ fn handshake(inner: &Inner, stream: &TcpStream) -> Result<Arc<Peer>, Refusal> {
     let deadline = deadline_after(inner.options.handshake_timeout);
     super::tune(stream).map_err(Refusal::Io)?;
     let hello = handshake::read_hello(stream, deadline)?;
-    let from = hello.check_dialer(inner.cluster_id, inner.id, |id| {
-        inner.peers.contains_key(&id)
-    })?;
-    let peer = inner
-        .peers
-        .get(&from)
-        .ok_or(Refusal::UnknownPeer(from))?
-        .clone();
+    // The peers now: one added a moment ago is let in, one removed is a stranger.
+    let from = hello.check_dialer(inner.cluster_id, inner.id, |id| inner.peer(id).is_some())?;
+    let peer = inner.peer(from).ok_or(Refusal::UnknownPeer(from))?;
     handshake::write_hello(
         stream,
         &Hello::new(inner.cluster_id, inner.id, from),

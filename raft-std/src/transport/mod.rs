@@ -26,10 +26,11 @@
 //! ```
 //!
 //! The acceptor refuses the connection unless the magic and version match, the cluster id is
-//! its own, `to` is its own id, and `from` is a configured peer with a lower id. If it accepts
-//! it answers with its own hello (same layout, `from` and `to` swapped), and the dialer checks
-//! that answer the same way: right magic, version and cluster, addressed to it, and from the
-//! node it dialed (which catches two members whose addresses were swapped).
+//! its own, `to` is its own id, and `from` is a peer at that moment (see
+//! [Membership](#membership)) with a lower id. If it accepts it answers with its own hello
+//! (same layout, `from` and `to` swapped), and the dialer checks that answer the same way:
+//! right magic, version and cluster, addressed to it, and from the node it dialed (which
+//! catches two members whose addresses were swapped).
 //!
 //! **Refusal.** A refused connection gets no answer: it is closed, logged with
 //! `tracing::warn!` (remote address and reason), counted in [`TransportStats::refused`], and
@@ -56,6 +57,27 @@
 //! [`TransportOptions::max_frame_bytes`] is logged, counted in [`TransportStats::oversized`],
 //! and closes the connection (the dialer reconnects later); no buffer is allocated for it.
 //!
+//! # Membership
+//!
+//! The set of peers changes while the transport runs, as the cluster's membership does:
+//! [`Transport::add_peer`], [`Transport::remove_peer`] and [`Transport::set_peers`], callable
+//! from any thread. A transport may start with no peers at all (a node joining a cluster). The
+//! wire protocol does not change: the lower id of a pair dials, and a hello is checked against
+//! the peers at the moment it arrives, so the acceptor takes one from a peer added a moment
+//! ago, and refuses one from a removed peer like a stranger's (logged, counted in
+//! [`TransportStats::refused`]). Until both members of a pair know each other the dialer is
+//! refused and backs off, so a pair connects within about [`TransportOptions::backoff_max`]
+//! of the later of the two additions.
+//!
+//! Removing a peer closes its connection (counted in [`TransportStats::disconnects`]), drops
+//! its queue, and from then on [`Transport::send`] to it fails with [`SendError::UnknownPeer`]
+//! and its frames are not delivered (except one its reader may be handing over at that very
+//! moment). Its threads are woken and finish on their own; `remove_peer` does not wait for
+//! them, and they end at once, except one in a TCP connect, which ends within
+//! [`TransportOptions::connect_timeout`]. A peer added again starts afresh, and one added
+//! with a new address is replaced: its connection is closed, and the dialer (whichever side
+//! that is) connects again.
+//!
 //! # Threads and memory
 //!
 //! One accept thread; one thread per peer that dials (if this id is the lower) and then writes
@@ -69,7 +91,8 @@
 //! dropped.
 //!
 //! [`Transport::shutdown`] (or dropping the transport) closes every socket, which wakes the
-//! blocked readers and writers, interrupts backoff waits, and joins every thread. The only
+//! blocked readers and writers, interrupts backoff waits, and joins every thread, those of
+//! peers added later and of peers removed included. The only
 //! wait it cannot cut short is a TCP connect in progress, which ends within
 //! [`TransportOptions::connect_timeout`] (at once against a host that is up and refuses).
 
@@ -120,7 +143,7 @@ pub enum TransportError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
-    /// The destination is not one of the peers the transport was started with.
+    /// The destination is not a peer now: never added, or removed.
     #[error("not a peer of this transport")]
     UnknownPeer,
     /// There is no live connection to the peer (it is down, or not yet connected).
@@ -154,7 +177,8 @@ pub struct TransportStats {
     pub oversized: u64,
     /// Connections authenticated (both directions of the handshake passed).
     pub connects: u64,
-    /// Authenticated connections lost: closed by the peer, failed, or replaced by a newer one.
+    /// Authenticated connections lost: closed by the peer, failed, replaced by a newer one, or
+    /// closed because the peer was removed or moved to another address.
     pub disconnects: u64,
 }
 
@@ -167,14 +191,15 @@ pub type Deliver = Box<dyn Fn(NodeId, Vec<u8>) + Send + Sync>;
 pub struct Transport {
     inner: Arc<Inner>,
     local_addr: SocketAddr,
-    /// The accept thread and the peer threads; connection threads are in `inner`.
-    threads: Vec<JoinHandle<()>>,
+    /// Invariant: `Some` until `stop`. Peer threads and connection threads are in `inner`.
+    accept: Option<JoinHandle<()>>,
 }
 
 impl Transport {
     /// Binds `listen` and starts the accept thread and one dialer/writer thread per peer.
     /// `peers` are the other members (not this node), each with its address; only the
-    /// addresses of higher ids are dialed.
+    /// addresses of higher ids are dialed. It may be empty, and can be changed later (see
+    /// [Membership](self#membership)).
     ///
     /// Errors if `listen` cannot be bound, if the options are invalid, or if `id` is 0 or a
     /// peer has id 0, this node's id, or is listed twice.
@@ -231,10 +256,7 @@ impl Transport {
         let inner = Arc::new(Inner {
             id,
             cluster_id,
-            peers: peers
-                .iter()
-                .map(|&(peer, addr)| (peer, Arc::new(Peer::new(id, peer, addr))))
-                .collect(),
+            peers: Mutex::new(Peers::default()),
             options,
             deliver,
             stopping: AtomicBool::new(false),
@@ -248,23 +270,75 @@ impl Transport {
         let mut transport = Transport {
             inner: inner.clone(),
             local_addr,
-            threads: Vec::new(),
+            accept: None,
         };
+        // The peers first: a hello may be waiting in the backlog of a listener bound before,
+        // and must find its sender a peer.
+        transport.set_peers(peers)?;
         let accept_inner = inner.clone();
         let accept = std::thread::Builder::new()
             .name(format!("tickraft-accept-{id}"))
             .spawn(move || accept::run(&accept_inner, &listener))
             .map_err(TransportError::Spawn)?;
-        transport.threads.push(accept);
-        for peer in inner.peers.values() {
-            let (peer_inner, p) = (inner.clone(), peer.clone());
-            let t = std::thread::Builder::new()
-                .name(format!("tickraft-peer-{id}-{}", peer.id))
-                .spawn(move || peer::run(&peer_inner, &p))
-                .map_err(TransportError::Spawn)?;
-            transport.threads.push(t);
-        }
+        transport.accept = Some(accept);
         Ok(transport)
+    }
+
+    /// Makes `id` a peer at `addr`: from now on frames can be sent to it, and its hello is
+    /// accepted; this side dials it if this node's id is the lower. If it is a peer already at
+    /// another address, its connection is closed and made again, at the new address if this
+    /// side dials. Does nothing if it is a peer at `addr` already.
+    ///
+    /// Errors, changing nothing, if `id` is 0 or this node's id, or if its thread cannot be
+    /// spawned.
+    pub fn add_peer(&self, id: NodeId, addr: SocketAddr) -> Result<(), TransportError> {
+        check_members(self.inner.id, &[(id, addr)])?;
+        lock(&self.inner.peers).add(&self.inner, id, addr)
+    }
+
+    /// Makes `id` a stranger: closes its connection, drops its queue, and stops its threads
+    /// (without waiting for them: see [Membership](self#membership)). From now on
+    /// [`send`](Transport::send) to it fails with [`SendError::UnknownPeer`] and its hello is
+    /// refused. Does nothing if it is not a peer.
+    pub fn remove_peer(&self, id: NodeId) {
+        lock(&self.inner.peers).remove(&self.inner, id);
+    }
+
+    /// Adds, removes and moves peers so that they are exactly `peers` (this node not among
+    /// them), as [`add_peer`](Transport::add_peer) and [`remove_peer`](Transport::remove_peer)
+    /// do. Peers already there at the same address are left alone, so calling it with the
+    /// current set only takes a lock and compares: it can follow every membership change.
+    ///
+    /// Errors, changing nothing, if an id is 0 or this node's, or is listed twice. If a thread
+    /// cannot be spawned it returns [`TransportError::Spawn`] and keeps the changes made until
+    /// then ([`peers`](Transport::peers) tells which).
+    pub fn set_peers(&self, peers: &[(NodeId, SocketAddr)]) -> Result<(), TransportError> {
+        check_members(self.inner.id, peers)?;
+        let mut table = lock(&self.inner.peers);
+        let gone: Vec<NodeId> = table
+            .live
+            .keys()
+            .filter(|id| !peers.iter().any(|(p, _)| p == *id))
+            .copied()
+            .collect();
+        for id in gone {
+            table.remove(&self.inner, id);
+        }
+        for &(id, addr) in peers {
+            table.add(&self.inner, id, addr)?;
+        }
+        Ok(())
+    }
+
+    /// The peers now, with their addresses, by id.
+    pub fn peers(&self) -> Vec<(NodeId, SocketAddr)> {
+        let mut peers: Vec<(NodeId, SocketAddr)> = lock(&self.inner.peers)
+            .live
+            .values()
+            .map(|l| (l.peer.id, l.peer.addr))
+            .collect();
+        peers.sort_unstable_by_key(|&(id, _)| id);
+        peers
     }
 
     /// Copies `frame` into `to`'s bounded send queue; never blocks on the network.
@@ -281,7 +355,8 @@ impl Transport {
     /// [`send`](Transport::send) of a frame the caller built as a `Vec`, which is queued as it
     /// is: no copy.
     pub fn send_vec(&self, to: NodeId, frame: Vec<u8>) -> Result<(), SendError> {
-        match self.inner.peers.get(&to) {
+        // A peer removed after this lookup refuses the frame itself, with the same error.
+        match self.inner.peer(to) {
             Some(peer) => peer.enqueue(&self.inner, frame),
             None => Err(SendError::UnknownPeer),
         }
@@ -289,10 +364,7 @@ impl Transport {
 
     /// Whether there is an authenticated connection to `peer` now (false for a non-peer).
     pub fn is_connected(&self, peer: NodeId) -> bool {
-        self.inner
-            .peers
-            .get(&peer)
-            .is_some_and(|p| p.is_connected())
+        self.inner.peer(peer).is_some_and(|p| p.is_connected())
     }
 
     /// The address the transport listens on (with the port chosen, if port 0 was given).
@@ -320,17 +392,25 @@ impl Transport {
         inner.stop_wake.notify_all();
         // `accept()` cannot be interrupted in std; a connection of our own wakes it, and it
         // sees `stopping`. If even this fails the listener is broken and accept has failed too.
-        if let Err(e) = TcpStream::connect_timeout(&wake_addr(self.local_addr), WAKE_TIMEOUT) {
-            tracing::debug!(error = %e, "transport: could not wake the accept thread");
+        if self.accept.is_some() {
+            let wake = TcpStream::connect_timeout(&wake_addr(self.local_addr), WAKE_TIMEOUT);
+            if let Err(e) = wake {
+                tracing::debug!(error = %e, "transport: could not wake the accept thread");
+            }
         }
         for s in lock(&inner.pending).streams.values() {
             // Errors only mean the socket is closed already.
             let _ = s.shutdown(Shutdown::Both);
         }
-        for peer in inner.peers.values() {
-            peer.stop();
+        // No peer can be added from here on: `add_peer` needs a `&Transport`, and this runs
+        // from `drop`, which holds the only one.
+        let peers = std::mem::take(&mut *lock(&inner.peers));
+        for l in peers.live.values() {
+            l.peer.stop();
         }
-        for t in self.threads.drain(..) {
+        let peer_threads = peers.live.into_values().map(|l| l.thread);
+        let threads = self.accept.take().into_iter().chain(peer_threads);
+        for t in threads.chain(peers.retired) {
             // A thread that panicked has nothing left to clean up; carry on joining the rest.
             let _ = t.join();
         }
@@ -353,7 +433,7 @@ impl fmt::Debug for Transport {
         f.debug_struct("Transport")
             .field("id", &self.inner.id)
             .field("local_addr", &self.local_addr)
-            .field("peers", &self.inner.peers.len())
+            .field("peers", &lock(&self.inner.peers).live.len())
             .finish_non_exhaustive()
     }
 }
@@ -396,8 +476,8 @@ fn wake_addr(addr: SocketAddr) -> SocketAddr {
 struct Inner {
     id: NodeId,
     cluster_id: u64,
-    /// Invariant: never contains this node's id or id 0 (checked in `start`).
-    peers: HashMap<NodeId, Arc<Peer>>,
+    /// Taken before a peer's `state` lock, never after.
+    peers: Mutex<Peers>,
     options: TransportOptions,
     deliver: Deliver,
     /// Set once, by `Transport::stop`, under `stop_lock`.
@@ -411,6 +491,71 @@ struct Inner {
     conn_threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// The peers now, and the threads of those that left.
+#[derive(Default)]
+struct Peers {
+    /// Invariant: never contains this node's id or id 0 (`check_members` runs before every
+    /// change).
+    live: HashMap<NodeId, Live>,
+    /// Threads of removed (or moved) peers, which finish on their own; finished ones are
+    /// dropped whenever a peer leaves, so the list holds only those still finishing, and
+    /// `Transport::stop` joins them.
+    retired: Vec<JoinHandle<()>>,
+}
+
+/// A peer and its dialer/writer thread.
+struct Live {
+    peer: Arc<Peer>,
+    thread: JoinHandle<()>,
+}
+
+impl Peers {
+    /// `Transport::add_peer`, once the id is checked.
+    fn add(
+        &mut self,
+        inner: &Arc<Inner>,
+        id: NodeId,
+        addr: SocketAddr,
+    ) -> Result<(), TransportError> {
+        let old_addr = self.live.get(&id).map(|l| l.peer.addr);
+        if old_addr == Some(addr) {
+            return Ok(());
+        }
+        // A new address makes a new peer, rather than changing the old one's under its
+        // threads: the old one is retired like a removed peer, the new one starts afresh.
+        let peer = Arc::new(Peer::new(inner.id, id, addr));
+        let (i, p) = (inner.clone(), peer.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("tickraft-peer-{}-{id}", inner.id))
+            .spawn(move || peer::run(&i, &p))
+            .map_err(TransportError::Spawn)?;
+        let node = inner.id.0;
+        match self.live.insert(id, Live { peer, thread }) {
+            Some(old) => {
+                let (peer, old_addr) = (id.0, old.peer.addr);
+                tracing::info!(node, peer, old = %old_addr, new = %addr, "transport: peer moved");
+                self.retire(inner, old, "the peer moved to another address");
+            }
+            None => tracing::info!(node, peer = id.0, %addr, "transport: peer added"),
+        }
+        Ok(())
+    }
+
+    /// `Transport::remove_peer`.
+    fn remove(&mut self, inner: &Inner, id: NodeId) {
+        if let Some(old) = self.live.remove(&id) {
+            tracing::info!(node = inner.id.0, peer = id.0, "transport: peer removed");
+            self.retire(inner, old, "the peer was removed");
+        }
+    }
+
+    fn retire(&mut self, inner: &Inner, old: Live, why: &str) {
+        old.peer.retire(inner, why);
+        self.retired.retain(|t| !t.is_finished());
+        self.retired.push(old.thread);
+    }
+}
+
 /// Accepted connections still in their handshake, so that `stop` can close them.
 #[derive(Default)]
 struct Pending {
@@ -422,6 +567,11 @@ struct Pending {
 impl Inner {
     fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// The peer `id`, if it is one now.
+    fn peer(&self, id: NodeId) -> Option<Arc<Peer>> {
+        lock(&self.peers).live.get(&id).map(|l| l.peer.clone())
     }
 
     /// Waits `d`, or less if the transport stops; returns false if it did.
@@ -553,6 +703,65 @@ mod tests {
         let any6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 7000);
         assert_eq!(wake_addr(any6).ip(), IpAddr::V6(Ipv6Addr::LOCALHOST));
         assert_eq!(wake_addr(addr(9)), addr(9));
+    }
+
+    /// Polls `cond` until it holds, for at most 10 s.
+    fn eventually(what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Redials wait a minute: only a removal can end a peer thread's wait in time.
+    fn slow_redial(id: u64, peers: &[(NodeId, SocketAddr)]) -> Transport {
+        let o = TransportOptions {
+            backoff_min: Duration::from_secs(60),
+            backoff_max: Duration::from_secs(60),
+            ..TransportOptions::default()
+        };
+        let deliver: Deliver = Box::new(|_, _| {});
+        Transport::start(NodeId(id), 7, addr(0), peers, o, deliver).expect("start")
+    }
+
+    /// Whether every thread of a peer that left, and every connection thread, has finished.
+    fn left_no_threads(t: &Transport) -> bool {
+        let retired_done = lock(&t.inner.peers).retired.iter().all(|t| t.is_finished());
+        retired_done && lock(&t.inner.conn_threads).iter().all(|t| t.is_finished())
+    }
+
+    #[test]
+    fn threads_of_removed_peers_finish_before_shutdown() {
+        // Node 5 waits for node 3 to dial it, and backs off from node 7, which is down.
+        let down = {
+            let l = std::net::TcpListener::bind(addr(0)).expect("bind");
+            l.local_addr().expect("addr")
+        };
+        let t = slow_redial(5, &[(NodeId(3), down), (NodeId(7), down)]);
+        std::thread::sleep(Duration::from_millis(50));
+        t.remove_peer(NodeId(3));
+        t.remove_peer(NodeId(7));
+        assert!(lock(&t.inner.peers).live.is_empty());
+        eventually("the removed peers' threads to finish", || {
+            left_no_threads(&t)
+        });
+
+        // Connected peers: the writers and the readers on both sides.
+        let t1 = slow_redial(1, &[]);
+        let t2 = slow_redial(2, &[(NodeId(1), t1.local_addr())]);
+        t1.add_peer(NodeId(2), t2.local_addr()).expect("add");
+        eventually("connected", || {
+            t1.is_connected(NodeId(2)) && t2.is_connected(NodeId(1))
+        });
+        // Connected before the dialer's reader is spawned, so wait for it too.
+        eventually("the readers to run", || {
+            !left_no_threads(&t1) && !left_no_threads(&t2)
+        });
+        t1.remove_peer(NodeId(2));
+        t2.remove_peer(NodeId(1));
+        eventually("node 1's threads to finish", || left_no_threads(&t1));
+        eventually("node 2's threads to finish", || left_no_threads(&t2));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, BufReader, BufWriter, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use raft_core::NodeId;
@@ -22,11 +22,15 @@ const READ_BUFFER: usize = 64 << 10;
 
 pub(super) struct Peer {
     pub(super) id: NodeId,
-    addr: SocketAddr,
+    /// Fixed for the life of this value: a new address makes a new `Peer` (see `Peers::add`).
+    pub(super) addr: SocketAddr,
     /// Invariant: true iff this node's id is lower than the peer's. Then this side dials it,
     /// and the acceptor never installs a connection for it (a hello from a higher id is
     /// refused); otherwise only the acceptor does.
     dials: bool,
+    /// Set once, by `retire`, under the `state` lock (so that no waiter on `wake` misses it):
+    /// the peer left the transport, and its threads finish as if the transport were stopping.
+    removed: AtomicBool,
     state: Mutex<State>,
     /// Wakes the peer's thread: a frame queued into an empty queue, a connection installed or
     /// closed, the transport stopping.
@@ -65,6 +69,7 @@ impl Peer {
             id,
             addr,
             dials: me < id,
+            removed: AtomicBool::new(false),
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 queued_bytes: 0,
@@ -82,6 +87,12 @@ impl Peer {
         lock(&self.state).conn.is_some()
     }
 
+    /// Whether the peer's threads are to finish: the transport is stopping, or the peer was
+    /// removed from it.
+    fn is_done(&self, inner: &Inner) -> bool {
+        inner.is_stopping() || self.removed.load(Ordering::SeqCst)
+    }
+
     /// `Transport::send` for this peer.
     pub(super) fn enqueue(&self, inner: &Inner, frame: Vec<u8>) -> Result<(), SendError> {
         let o = &inner.options;
@@ -90,6 +101,10 @@ impl Peer {
             return Err(SendError::TooLarge);
         }
         let mut st = lock(&self.state);
+        // Checked under the lock `retire` sets it with, so nothing is queued after it ran.
+        if self.removed.load(Ordering::SeqCst) {
+            return Err(SendError::UnknownPeer);
+        }
         if st.conn.is_none() {
             drop(st);
             inner
@@ -120,7 +135,7 @@ impl Peer {
     }
 
     /// Makes `stream` (authenticated) the peer's connection, closing any older one. Returns
-    /// `None` if the transport is stopping.
+    /// `None`, closing `stream`, if the transport is stopping or the peer was removed.
     pub(super) fn install(
         &self,
         inner: &Inner,
@@ -128,7 +143,7 @@ impl Peer {
         remote: SocketAddr,
     ) -> Option<Conn> {
         let mut st = lock(&self.state);
-        if inner.is_stopping() {
+        if self.is_done(inner) {
             let _ = stream.shutdown(Shutdown::Both);
             return None;
         }
@@ -201,6 +216,45 @@ impl Peer {
         }
     }
 
+    /// Called when the peer leaves the transport (removed, or replaced by one at a new
+    /// address): refuses further sends, closes its connection (a disconnect, counted), drops
+    /// its queue, and wakes its threads so that they finish. Does not wait for them.
+    pub(super) fn retire(&self, inner: &Inner, why: &str) {
+        let mut st = lock(&self.state);
+        self.removed.store(true, Ordering::SeqCst);
+        let conn = st.conn.take();
+        let dialing = st.dialing.clone();
+        let dropped = std::mem::take(&mut st.queue);
+        st.queued_bytes = 0;
+        st.in_flight_frames = 0;
+        st.in_flight_bytes = 0;
+        let counted = conn.is_some() && !inner.is_stopping();
+        if counted {
+            // Under the lock, as in `close`.
+            inner.counters.disconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(st);
+        drop(dropped);
+        // Its reader and writer wake with an error, or find the connection gone, and finish;
+        // a dial in its handshake fails.
+        if let Some(c) = &conn {
+            let _ = c.stream.shutdown(Shutdown::Both);
+        }
+        if let Some(s) = &dialing {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        self.wake.notify_all();
+        if let Some(conn) = conn.filter(|_| counted) {
+            tracing::info!(
+                node = inner.id.0,
+                peer = self.id.0,
+                addr = %conn.remote,
+                reason = why,
+                "transport: disconnected"
+            );
+        }
+    }
+
     /// Called by `Transport::stop` after it set `stopping`: closes the sockets the peer's
     /// threads may be blocked on and wakes the peer thread.
     pub(super) fn stop(&self) {
@@ -215,12 +269,12 @@ impl Peer {
         self.wake.notify_all();
     }
 
-    /// Waits `d` or until the transport stops; returns false if it did.
+    /// Waits `d` or until the transport stops or the peer is removed; returns false if so.
     fn pause(&self, inner: &Inner, d: std::time::Duration) -> bool {
         let end = deadline_after(d);
         let mut st = lock(&self.state);
         loop {
-            if inner.is_stopping() {
+            if self.is_done(inner) {
                 return false;
             }
             let now = std::time::Instant::now();
@@ -238,7 +292,7 @@ impl Peer {
     fn wait_for_conn(&self, inner: &Inner) -> Option<Conn> {
         let mut st = lock(&self.state);
         loop {
-            if inner.is_stopping() {
+            if self.is_done(inner) {
                 return None;
             }
             if let Some(c) = &st.conn {
@@ -248,7 +302,8 @@ impl Peer {
         }
     }
 
-    /// Dials the peer and runs the dialer's side of the handshake. `Ok(None)`: stopping.
+    /// Dials the peer and runs the dialer's side of the handshake. `Ok(None)`: stopping, or
+    /// the peer was removed.
     fn dial(&self, inner: &Inner) -> Result<Option<Conn>, DialError> {
         let o = &inner.options;
         let stream = TcpStream::connect_timeout(&self.addr, o.connect_timeout)
@@ -257,7 +312,7 @@ impl Peer {
         let stream = Arc::new(stream);
         {
             let mut st = lock(&self.state);
-            if inner.is_stopping() {
+            if self.is_done(inner) {
                 return Ok(None);
             }
             st.dialing = Some(stream.clone());
@@ -279,7 +334,7 @@ impl Peer {
     }
 
     /// Writes whatever is queued until the connection is closed or replaced, or the transport
-    /// stops.
+    /// stops, or the peer is removed.
     fn write_loop(&self, inner: &Inner, conn: &Conn) {
         let mut out = BufWriter::with_capacity(WRITE_BUFFER, &*conn.stream);
         let result = self.drain(inner, conn.generation, &mut out);
@@ -302,7 +357,7 @@ impl Peer {
                 st.in_flight_bytes = 0;
                 loop {
                     let current = st.conn.as_ref().map(|c| c.generation) == Some(generation);
-                    if inner.is_stopping() || !current {
+                    if self.is_done(inner) || !current {
                         return Ok(());
                     }
                     if !st.queue.is_empty() {
@@ -343,12 +398,13 @@ enum DialError {
 }
 
 /// The peer's thread: on the dialing side dials, and redials with backoff; on both sides
-/// writes the current connection's queue.
+/// writes the current connection's queue. Returns when the transport stops or the peer is
+/// removed.
 pub(super) fn run(inner: &Arc<Inner>, peer: &Arc<Peer>) {
     let o = &inner.options;
     let mut backoff = Backoff::new(o.backoff_min, o.backoff_max);
     loop {
-        if inner.is_stopping() {
+        if peer.is_done(inner) {
             return;
         }
         let conn = if peer.dials {
@@ -359,7 +415,7 @@ pub(super) fn run(inner: &Arc<Inner>, peer: &Arc<Peer>) {
                 }
                 Ok(None) => return,
                 Err(e) => {
-                    if !inner.is_stopping() {
+                    if !peer.is_done(inner) {
                         report_dial_failure(inner, peer, &e, backoff.failures() == 0);
                     }
                     if !peer.pause(inner, backoff.next_delay()) {
@@ -426,8 +482,9 @@ fn start_reader(inner: &Arc<Inner>, peer: &Arc<Peer>, conn: &Conn) -> bool {
     }
 }
 
-/// Delivers every frame of `conn` until it fails or closes, then closes it (also if `deliver`
-/// panics, so that a dead reader never leaves a connection that looks alive).
+/// Delivers every frame of `conn` until it fails or closes, or the peer is removed, then closes
+/// it (also if `deliver` panics, so that a dead reader never leaves a connection that looks
+/// alive).
 pub(super) fn read_loop(inner: &Inner, peer: &Peer, conn: Conn) {
     struct CloseOnExit<'a> {
         inner: &'a Inner,
@@ -454,6 +511,9 @@ pub(super) fn read_loop(inner: &Inner, peer: &Peer, conn: Conn) {
     let mut input = BufReader::with_capacity(READ_BUFFER, &*conn.stream);
     loop {
         match frame::read_frame(&mut input, inner.options.max_frame_bytes) {
+            // Frames still in the read buffer when the peer was removed (or the transport
+            // stopped) are not delivered.
+            Ok(_) if peer.is_done(inner) => return,
             Ok(payload) => {
                 inner
                     .counters
