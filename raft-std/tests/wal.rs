@@ -66,11 +66,11 @@ fn hs(term: u64, vote: u64, commit: u64) -> HardState {
 }
 
 fn open(dir: &Path, o: WalOptions) -> (Wal, raft_std::wal::Recovery) {
-    Wal::open(dir, o).unwrap_or_else(|e| panic!("open {}: {e}", dir.display()))
+    Wal::open(dir, o, None).unwrap_or_else(|e| panic!("open {}: {e}", dir.display()))
 }
 
 fn open_err(dir: &Path, o: WalOptions) -> WalError {
-    match Wal::open(dir, o) {
+    match Wal::open(dir, o, None) {
         Ok(_) => panic!("open {} succeeded on a damaged log", dir.display()),
         Err(e) => e,
     }
@@ -905,7 +905,7 @@ fn deferred_writes_sync_from_a_handle_and_still_rotate() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut opts = raft_std::wal::WalOptions::default();
     opts.segment_bytes = 4096;
-    let (mut wal, _) = raft_std::wal::Wal::open(dir.path(), opts.clone()).expect("open");
+    let (mut wal, _) = raft_std::wal::Wal::open(dir.path(), opts.clone(), None).expect("open");
     let data = [7u8; 100];
     let mut handles = 0;
     for i in 1..=200u64 {
@@ -935,7 +935,665 @@ fn deferred_writes_sync_from_a_handle_and_still_rotate() {
         })
         .count();
     assert!(segments > 3, "{segments} segments: writes alone rotate");
-    let (wal, rec) = raft_std::wal::Wal::open(dir.path(), opts).expect("reopen");
+    let (wal, rec) = raft_std::wal::Wal::open(dir.path(), opts, None).expect("reopen");
     assert_eq!(rec.entries, 200);
     assert_eq!(wal.entry(Index(200)).expect("entry").data, &data);
+}
+
+// ----- compaction behind a snapshot -----
+
+/// Opens with the snapshot at `(index, term)`.
+fn open_at(dir: &Path, o: WalOptions, index: u64, term: u64) -> (Wal, raft_std::wal::Recovery) {
+    Wal::open(dir, o, Some((Index(index), Term(term))))
+        .unwrap_or_else(|e| panic!("open {} at snapshot {index}: {e}", dir.display()))
+}
+
+/// `(seq, first_index)` of every segment, from the file names, in order.
+fn segment_names(dir: &Path) -> Vec<(u64, u64)> {
+    segment_files(dir)
+        .iter()
+        .map(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).expect("utf-8 name");
+            let (seq, first) = name
+                .strip_suffix(".wal")
+                .and_then(|s| s.split_once('-'))
+                .expect("segment name");
+            (
+                u64::from_str_radix(seq, 16).expect("hex"),
+                u64::from_str_radix(first, 16).expect("hex"),
+            )
+        })
+        .collect()
+}
+
+/// The term `write_log` gives entry `i` (0 for the empty prefix at index 0).
+fn term_of(i: u64) -> u64 {
+    if i == 0 {
+        0
+    } else {
+        1 + i / 4
+    }
+}
+
+/// Writes entries 1..=n (term [`term_of`], data `entry-{i:03}`), one sync each, with small
+/// segments: several entries per segment.
+fn write_log(dir: &Path, n: u64) -> Wal {
+    let (mut wal, _) = open(dir, fast(200));
+    for i in 1..=n {
+        wal.append([e(i, term_of(i), format!("entry-{i:03}").as_bytes())])
+            .expect("append");
+        wal.sync().expect("sync");
+    }
+    wal
+}
+
+/// Checks that the log holds exactly `first..=last` of what `write_log` wrote, with the term of
+/// `first - 1` answered.
+fn assert_log(wal: &Wal, first: u64, last: u64) {
+    assert_eq!(
+        (wal.first_index(), wal.last_index()),
+        (Index(first), Index(last))
+    );
+    assert_eq!(wal.term(Index(first - 1)), Ok(Term(term_of(first - 1))));
+    assert_eq!(wal.entry(Index(first - 1)), Err(StorageError::Compacted));
+    if first > 1 {
+        assert_eq!(wal.term(Index(first - 2)), Err(StorageError::Compacted));
+    }
+    for i in first..=last {
+        let en = wal.entry(Index(i)).expect("held");
+        assert_eq!(en.term, Term(term_of(i)));
+        assert_eq!(en.data, format!("entry-{i:03}").as_bytes());
+    }
+}
+
+/// The segments a snapshot at `index` leaves: from the last one starting at or below
+/// `index + 1` on.
+fn kept_after(names: &[(u64, u64)], index: u64) -> Vec<(u64, u64)> {
+    let keep = names
+        .iter()
+        .rposition(|&(_, first)| first <= index + 1)
+        .unwrap_or(0);
+    names[keep..].to_vec()
+}
+
+#[test]
+fn compaction_deletes_exactly_the_whole_segments_below() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for c in 0..=30u64 {
+        let dir = tmp.path().join(format!("c-{c}"));
+        let mut wal = write_log(&dir, 30);
+        let names = segment_names(&dir);
+        assert!(names.len() >= 6, "{} segments", names.len());
+        wal.compact(Index(c), Term(term_of(c))).expect("compact");
+        assert_eq!(
+            segment_names(&dir),
+            kept_after(&names, c),
+            "compaction at {c}"
+        );
+        // The current segment is never deleted, even when the snapshot covers all of it.
+        assert_eq!(segment_names(&dir).last(), names.last());
+        assert_log(&wal, c + 1, 30);
+        assert_eq!(wal.entries_since(Index(0)), 30 - c);
+        drop(wal);
+
+        // A restart from the snapshot finds the same log and deletes nothing more.
+        let (wal, rec) = open_at(&dir, fast(200), c, term_of(c));
+        assert!(!rec.log_discarded);
+        assert_eq!(rec.entries, 30 - c);
+        assert_log(&wal, c + 1, 30);
+        assert_eq!(segment_names(&dir), kept_after(&names, c));
+    }
+}
+
+#[test]
+fn term_of_the_snapshot_index_survives_its_segment() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut wal = write_log(tmp.path(), 30);
+    let names = segment_names(tmp.path());
+    // The last entry of a segment: compacting there deletes the segment that holds it.
+    let c = names[3].1 - 1;
+    wal.compact(Index(c), Term(term_of(c))).expect("compact");
+    assert_eq!(segment_names(tmp.path())[0], names[3]);
+    assert_eq!(wal.term(Index(c)), Ok(Term(term_of(c))));
+    assert_eq!(wal.entry(Index(c)), Err(StorageError::Compacted));
+    drop(wal);
+    let (wal, rec) = open_at(tmp.path(), fast(200), c, term_of(c));
+    assert!(!rec.log_discarded);
+    assert_eq!(wal.term(Index(c)), Ok(Term(term_of(c))));
+    assert_log(&wal, c + 1, 30);
+}
+
+#[test]
+fn compaction_below_the_first_index_is_a_no_op() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut wal = write_log(tmp.path(), 20);
+    wal.compact(Index(12), Term(term_of(12))).expect("compact");
+    let files = contents(tmp.path());
+    for c in [0, 3, 11, 12] {
+        // Whatever the term: compacted entries are not checked again.
+        wal.compact(Index(c), Term(99)).expect("no-op");
+        assert_log(&wal, 13, 20);
+    }
+    assert_eq!(contents(tmp.path()), files);
+}
+
+#[test]
+fn bad_compactions_change_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut wal = write_log(tmp.path(), 20);
+    let files = contents(tmp.path());
+    match wal.compact(Index(21), Term(term_of(20))) {
+        Err(WalError::CompactBeyondLog {
+            index: Index(21),
+            last_index: Index(20),
+        }) => {}
+        other => panic!("expected CompactBeyondLog, got {other:?}"),
+    }
+    match wal.compact(Index(9), Term(7)) {
+        Err(WalError::CompactTermMismatch { index, term, held }) => {
+            assert_eq!((index, term, held), (Index(9), Term(7), Term(term_of(9))));
+        }
+        other => panic!("expected CompactTermMismatch, got {other:?}"),
+    }
+    assert_log(&wal, 1, 20);
+    assert_eq!(contents(tmp.path()), files);
+    // And the log goes on.
+    wal.append([e(21, 9, b"more")]).expect("append");
+    wal.sync().expect("sync");
+}
+
+#[test]
+fn appends_below_the_compacted_index_are_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut wal = write_log(tmp.path(), 10);
+    wal.compact(Index(6), Term(term_of(6))).expect("compact");
+    let err = wal.append([e(6, 9, b"x")]).expect_err("below first");
+    assert!(matches!(err, WalError::Compacted { .. }), "{err}");
+    // Overwriting from the first index held is fine.
+    wal.append([e(7, 9, b"over")]).expect("overwrite");
+    wal.sync().expect("sync");
+    drop(wal);
+    let (wal, _) = open_at(tmp.path(), fast(200), 6, term_of(6));
+    assert_eq!(wal.last_index(), Index(7));
+    assert_eq!(wal.entry(Index(7)).map(|x| x.data), Ok(&b"over"[..]));
+}
+
+#[test]
+fn restart_with_a_snapshot_deletes_the_segments_it_covers() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    drop(write_log(tmp.path(), 30));
+    let names = segment_names(tmp.path());
+    // The WAL was never compacted: the node crashed after writing the snapshot.
+    let (wal, rec) = open_at(tmp.path(), fast(200), 17, term_of(17));
+    assert!(!rec.log_discarded);
+    assert_eq!(rec.segments, kept_after(&names, 16).len());
+    assert_log(&wal, 18, 30);
+    assert_eq!(segment_names(tmp.path()), kept_after(&names, 17));
+}
+
+#[test]
+fn compacted_log_without_its_snapshot_refuses() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut wal = write_log(tmp.path(), 30);
+    wal.compact(Index(20), Term(term_of(20))).expect("compact");
+    drop(wal);
+    let files = contents(tmp.path());
+    match open_err(tmp.path(), fast(200)) {
+        WalError::Corrupt { reason, .. } => assert!(reason.contains("missing"), "{reason}"),
+        other => panic!("expected Corrupt, got {other}"),
+    }
+    assert_eq!(contents(tmp.path()), files);
+}
+
+#[test]
+fn missing_segment_after_the_snapshot_refuses() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    drop(write_log(tmp.path(), 30));
+    let files = segment_files(tmp.path());
+    let names = segment_names(tmp.path());
+    // Entries 13..=16 go missing; the snapshot at 14 does not cover 15 and 16.
+    let k = names
+        .iter()
+        .position(|&(_, first)| first == 13)
+        .expect("segment from 13");
+    let held = tmp.path().join("held-aside");
+    fs::rename(&files[k], &held).expect("move a segment away");
+    let before = contents(tmp.path());
+    match Wal::open(tmp.path(), fast(200), Some((Index(14), Term(term_of(14))))) {
+        Err(WalError::Corrupt { path, reason, .. }) => {
+            assert_eq!(path, files[k + 1]);
+            assert!(reason.contains("missing"), "{reason}");
+        }
+        Err(other) => panic!("expected Corrupt, got {other}"),
+        Ok(_) => panic!("opened a log with a segment missing"),
+    }
+    assert_eq!(contents(tmp.path()), before);
+    // A snapshot that covers the missing segment does not need it.
+    fs::remove_file(&held).expect("remove");
+    let (wal, rec) = open_at(tmp.path(), fast(200), 17, term_of(17));
+    assert!(!rec.log_discarded);
+    assert_log(&wal, 18, 30);
+}
+
+#[test]
+fn restart_where_the_log_conflicts_with_the_snapshot_discards_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut wal = write_log(tmp.path(), 10);
+    wal.set_hard_state(hs(3, 2, 5));
+    wal.sync().expect("sync");
+    drop(wal);
+    let last_seq = segment_names(tmp.path()).last().expect("segment").0;
+
+    // The leader's snapshot says entry 6 has term 9: the log's entries are from another branch.
+    let (mut wal, rec) = open_at(tmp.path(), fast(200), 6, 9);
+    assert!(rec.log_discarded);
+    assert_eq!(rec.entries, 0);
+    assert_eq!((wal.first_index(), wal.last_index()), (Index(7), Index(6)));
+    assert_eq!(wal.term(Index(6)), Ok(Term(9)));
+    assert_eq!(wal.entry(Index(6)), Err(StorageError::Compacted));
+    assert_eq!(
+        wal.hard_state(),
+        hs(3, 2, 5),
+        "the hard state is kept as it is"
+    );
+    assert_eq!(segment_names(tmp.path()), [(last_seq + 1, 7)]);
+
+    // The discard is durable: what follows survives a restart from the same snapshot.
+    wal.append([e(7, 9, b"seven")]).expect("append");
+    wal.sync().expect("sync");
+    drop(wal);
+    let (wal, rec) = open_at(tmp.path(), fast(200), 6, 9);
+    assert!(!rec.log_discarded);
+    assert_eq!(wal.last_index(), Index(7));
+    assert_eq!(wal.entry(Index(7)).map(|x| x.data), Ok(&b"seven"[..]));
+    assert_eq!(wal.hard_state(), hs(3, 2, 5));
+}
+
+#[test]
+fn restart_where_the_log_lacks_the_snapshot_index_discards_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut wal = write_log(tmp.path(), 3);
+    wal.set_hard_state(hs(2, 1, 3));
+    wal.sync().expect("sync");
+    drop(wal);
+    let (wal, rec) = open_at(tmp.path(), fast(200), 10, 2);
+    assert!(rec.log_discarded);
+    assert_eq!(
+        (wal.first_index(), wal.last_index()),
+        (Index(11), Index(10))
+    );
+    assert_eq!(wal.term(Index(10)), Ok(Term(2)));
+    assert_eq!(wal.hard_state(), hs(2, 1, 3));
+    assert_eq!(segment_files(tmp.path()).len(), 1);
+}
+
+#[test]
+fn restart_where_the_log_starts_after_the_snapshot_discards_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut wal = write_log(tmp.path(), 30);
+    wal.compact(Index(24), Term(term_of(24))).expect("compact");
+    drop(wal);
+    let first = segment_names(tmp.path())[0].1;
+    assert!(first > 7, "the first segment starts at {first}");
+    // An older snapshot than the one the log was compacted behind: entries 7..first are gone.
+    let (wal, rec) = open_at(tmp.path(), fast(200), 6, term_of(6));
+    assert!(rec.log_discarded);
+    assert_eq!((wal.first_index(), wal.last_index()), (Index(7), Index(6)));
+    assert_eq!(segment_files(tmp.path()).len(), 1);
+}
+
+#[test]
+fn restart_with_a_snapshot_into_a_new_directory() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("wal");
+    let (mut wal, rec) = open_at(&dir, fast(200), 40, 3);
+    assert!(!rec.log_discarded);
+    assert_eq!(
+        (wal.first_index(), wal.last_index()),
+        (Index(41), Index(40))
+    );
+    assert_eq!(wal.term(Index(40)), Ok(Term(3)));
+    assert_eq!(segment_names(&dir), [(0, 41)]);
+    wal.append([e(41, 3, b"x")]).expect("append");
+    wal.sync().expect("sync");
+    drop(wal);
+    let (wal, _) = open_at(&dir, fast(200), 40, 3);
+    assert_eq!(wal.last_index(), Index(41));
+}
+
+#[test]
+fn reset_then_append_then_restart() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut wal = write_log(tmp.path(), 10);
+    wal.set_hard_state(hs(4, 2, 8));
+    // Buffered and never synced: the reset discards it along with everything else.
+    wal.append([e(11, 4, b"pending")]).expect("append");
+    let last_seq = segment_names(tmp.path()).last().expect("segment").0;
+    wal.reset(Index(50), Term(4)).expect("reset");
+    assert_eq!(
+        (wal.first_index(), wal.last_index()),
+        (Index(51), Index(50))
+    );
+    assert_eq!(wal.term(Index(50)), Ok(Term(4)));
+    assert_eq!(wal.entry(Index(10)), Err(StorageError::Compacted));
+    assert_eq!((wal.entries_since(Index(0)), wal.bytes_held()), (0, 0));
+    assert_eq!(wal.hard_state(), hs(4, 2, 8));
+    assert!(!wal.has_unsynced());
+    assert_eq!(segment_names(tmp.path()), [(last_seq + 1, 51)]);
+
+    for i in 51..=55 {
+        wal.append([e(i, 4, format!("after-{i}").as_bytes())])
+            .expect("append");
+    }
+    wal.sync().expect("sync");
+    drop(wal);
+    let (wal, rec) = open_at(tmp.path(), fast(200), 50, 4);
+    assert!(!rec.log_discarded);
+    assert_eq!(
+        rec.hard_state,
+        hs(4, 2, 8),
+        "the reset made the hard state durable"
+    );
+    assert_eq!(
+        (wal.first_index(), wal.last_index()),
+        (Index(51), Index(55))
+    );
+    assert_eq!(wal.entry(Index(53)).map(|x| x.data), Ok(&b"after-53"[..]));
+    assert_eq!(wal.term(Index(50)), Ok(Term(4)));
+    drop(wal);
+    assert!(matches!(
+        open_err(tmp.path(), fast(200)),
+        WalError::Corrupt { .. }
+    ));
+}
+
+#[test]
+fn reset_is_durable() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (mut wal, _) = open(tmp.path(), durable());
+    wal.append([e(1, 1, b"a"), e(2, 1, b"b")]).expect("append");
+    wal.sync().expect("sync");
+    wal.set_hard_state(hs(2, 3, 2));
+    wal.reset(Index(7), Term(2)).expect("reset");
+    drop(wal);
+    let (wal, rec) = open_at(tmp.path(), durable(), 7, 2);
+    assert_eq!(rec.hard_state, hs(2, 3, 2));
+    assert_eq!((wal.first_index(), wal.last_index()), (Index(8), Index(7)));
+}
+
+#[test]
+fn interrupted_reset_recovers_as_if_it_finished() {
+    // Which of the old segments (of 7) the crash left behind: all (the fresh segment then
+    // follows them without a gap, and starts the log over), or some, with gaps between them.
+    let all: Vec<usize> = (0..7).collect();
+    for keep in [&all[..], &all[..6], &[0, 2, 3], &[5, 6], &[6], &[0]] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let held = tempfile::tempdir().expect("tempdir");
+        let mut wal = write_log(tmp.path(), 24);
+        wal.set_hard_state(hs(6, 1, 20));
+        wal.sync().expect("sync");
+        let old = segment_files(tmp.path());
+        assert_eq!(old.len(), 7);
+        for (k, f) in old.iter().enumerate() {
+            fs::copy(f, held.path().join(k.to_string())).expect("copy aside");
+        }
+        wal.reset(Index(40), Term(6)).expect("reset");
+        drop(wal);
+        let fresh = segment_names(tmp.path());
+        for &k in keep {
+            fs::copy(held.path().join(k.to_string()), &old[k]).expect("put back");
+        }
+
+        let (wal, rec) = open_at(tmp.path(), fast(200), 40, 6);
+        assert!(!rec.log_discarded, "{keep:?}");
+        assert_eq!(
+            (wal.first_index(), wal.last_index()),
+            (Index(41), Index(40))
+        );
+        assert_eq!(wal.hard_state(), hs(6, 1, 20));
+        assert_eq!(
+            segment_names(tmp.path()),
+            fresh,
+            "{keep:?}: the old segments went"
+        );
+    }
+}
+
+#[test]
+fn overwrite_reaching_into_a_deleted_segment_replays() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut wal = write_log(tmp.path(), 12);
+    let boundary = segment_names(tmp.path()).last().expect("segment").1;
+    assert!(boundary > 4);
+    // A follower overwrites uncommitted entries from before the current segment started...
+    let from = boundary - 2;
+    let over: Vec<Vec<u8>> = (from..from + 6)
+        .map(|i| format!("over-{i}").into_bytes())
+        .collect();
+    wal.append(
+        over.iter()
+            .enumerate()
+            .map(|(k, d)| e(from + k as u64, 9, d)),
+    )
+    .expect("overwrite");
+    wal.sync().expect("sync");
+    // ...later commits them, snapshots behind them, and compacts.
+    let c = from + 3;
+    wal.compact(Index(c), Term(9)).expect("compact");
+    drop(wal);
+    let (wal, rec) = open_at(tmp.path(), fast(200), c, 9);
+    assert!(!rec.log_discarded);
+    assert_eq!(
+        (wal.first_index(), wal.last_index()),
+        (Index(c + 1), Index(from + 5))
+    );
+    for i in c + 1..=from + 5 {
+        assert_eq!(
+            wal.entry(Index(i)).map(|x| x.data),
+            Ok(format!("over-{i}").as_bytes())
+        );
+    }
+}
+
+#[test]
+fn entries_since_and_bytes_held_follow_compaction() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut wal = write_log(tmp.path(), 20);
+    // `entry-{i:03}` is 9 bytes.
+    assert_eq!(wal.bytes_held(), 20 * 9);
+    assert_eq!(wal.entries_since(Index(0)), 20);
+    assert_eq!(wal.entries_since(Index(15)), 5);
+    assert_eq!(wal.entries_since(Index(20)), 0);
+    assert_eq!(wal.entries_since(Index(99)), 0);
+    wal.compact(Index(12), Term(term_of(12))).expect("compact");
+    assert_eq!(wal.bytes_held(), 8 * 9);
+    assert_eq!(wal.entries_since(Index(0)), 8);
+    assert_eq!(wal.entries_since(Index(15)), 5);
+    wal.append([e(21, 9, b"x")]).expect("append");
+    assert_eq!(
+        (wal.bytes_held(), wal.entries_since(Index(12))),
+        (8 * 9 + 1, 9)
+    );
+    wal.sync().expect("sync");
+    drop(wal);
+    let (wal, _) = open_at(tmp.path(), fast(200), 12, term_of(12));
+    assert_eq!(
+        (wal.bytes_held(), wal.entries_since(Index(0))),
+        (8 * 9 + 1, 9)
+    );
+}
+
+/// One step of the compaction model test.
+#[derive(Clone, Debug)]
+enum COp {
+    Append {
+        back: usize,
+        term: u64,
+        lens: Vec<usize>,
+    },
+    HardState {
+        term: u64,
+        commit: u64,
+    },
+    Sync,
+    /// Sync, then compact `back` entries before the end (if that is still held).
+    Compact {
+        back: usize,
+    },
+    /// Reset to a snapshot `ahead` entries past the end.
+    Reset {
+        ahead: u64,
+        term: u64,
+    },
+    Reopen,
+}
+
+fn cop() -> impl Strategy<Value = COp> {
+    prop_oneof![
+        6 => (0usize..4, 1u64..6, prop::collection::vec(0usize..40, 0..5))
+            .prop_map(|(back, term, lens)| COp::Append { back, term, lens }),
+        1 => (0u64..6, 0u64..30).prop_map(|(term, commit)| COp::HardState { term, commit }),
+        2 => Just(COp::Sync),
+        2 => (0usize..6).prop_map(|back| COp::Compact { back }),
+        1 => (0u64..5, 1u64..6).prop_map(|(ahead, term)| COp::Reset { ahead, term }),
+        2 => Just(COp::Reopen),
+    ]
+}
+
+/// The log `first..` (term of `first - 1`: `prefix`) and the hard state.
+#[derive(Clone, Debug, PartialEq)]
+struct CModel {
+    first: u64,
+    prefix: u64,
+    log: Log,
+    hs: HardState,
+}
+
+impl CModel {
+    fn last(&self) -> u64 {
+        self.first + self.log.len() as u64 - 1
+    }
+
+    fn recovered(&self) -> CModel {
+        let mut m = self.clone();
+        m.hs.commit = m.hs.commit.min(Index(m.last()));
+        m
+    }
+}
+
+fn cview(wal: &Wal) -> CModel {
+    let first = wal.first_index().0;
+    let log = (first..=wal.last_index().0)
+        .map(|i| {
+            let en = wal.entry(Index(i)).expect("held");
+            assert_eq!(wal.term(Index(i)), Ok(en.term));
+            (en.term.0, en.kind, en.data.to_vec())
+        })
+        .collect();
+    CModel {
+        first,
+        prefix: wal.term(Index(first - 1)).expect("prefix term").0,
+        log,
+        hs: wal.hard_state(),
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(48))]
+
+    /// Appends, overwrites, syncs, compactions, resets and reopens against a model: the live
+    /// view always matches, a reopen from the latest snapshot shows exactly what was synced
+    /// after it, and after a compaction, reset or reopen no segment the snapshot covers is
+    /// left.
+    #[test]
+    fn wal_with_compaction_matches_a_model(
+        ops in prop::collection::vec(cop(), 1..50),
+        seg in 150u64..600,
+    ) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _) = open(tmp.path(), fast(seg));
+        let empty = CModel { first: 1, prefix: 0, log: Vec::new(), hs: HardState::default() };
+        let mut live = empty.clone();
+        let mut synced = empty;
+        let mut snapshot: Option<(u64, u64)> = None;
+        for op in &ops {
+            match op {
+                COp::Append { back, term, lens } => {
+                    let back = (*back).min(live.log.len());
+                    let start = live.last() + 1 - back as u64;
+                    let datas: Vec<Vec<u8>> = lens
+                        .iter()
+                        .enumerate()
+                        .map(|(k, &len)| payload(start + k as u64, *term, len))
+                        .collect();
+                    let kind = |d: &[u8]| if d.is_empty() { EntryKind::Noop } else { EntryKind::Normal };
+                    wal.append(datas.iter().enumerate().map(|(k, d)| Entry {
+                        index: Index(start + k as u64),
+                        term: Term(*term),
+                        kind: kind(d),
+                        data: d,
+                    }))
+                    .expect("valid append");
+                    if !lens.is_empty() {
+                        live.log.truncate((start - live.first) as usize);
+                        live.log.extend(datas.into_iter().map(|d| (*term, kind(&d), d)));
+                    }
+                }
+                COp::HardState { term, commit } => {
+                    live.hs = hs(*term, 1, *commit);
+                    wal.set_hard_state(live.hs);
+                }
+                COp::Sync => {
+                    wal.sync().expect("sync");
+                    synced = live.clone();
+                }
+                COp::Compact { back } => {
+                    wal.sync().expect("sync");
+                    synced = live.clone();
+                    let Some(at) = live.last().checked_sub(*back as u64) else { continue };
+                    if at < live.first {
+                        continue;
+                    }
+                    let term = live.log[(at - live.first) as usize].0;
+                    wal.compact(Index(at), Term(term)).expect("compact");
+                    live.log.drain(..(at + 1 - live.first) as usize);
+                    live.first = at + 1;
+                    live.prefix = term;
+                    synced = live.clone();
+                    snapshot = Some((at, term));
+                }
+                COp::Reset { ahead, term } => {
+                    let at = live.last() + ahead;
+                    wal.reset(Index(at), Term(*term)).expect("reset");
+                    live = CModel { first: at + 1, prefix: *term, log: Vec::new(), hs: live.hs };
+                    synced = live.clone();
+                    snapshot = Some((at, *term));
+                }
+                COp::Reopen => {
+                    drop(wal);
+                    let (w, rec) = Wal::open(
+                        tmp.path(),
+                        fast(seg),
+                        snapshot.map(|(i, t)| (Index(i), Term(t))),
+                    )
+                    .expect("reopen");
+                    prop_assert!(rec.torn_tail.is_none());
+                    prop_assert!(!rec.log_discarded);
+                    wal = w;
+                    live = synced.recovered();
+                    synced = live.clone();
+                }
+            }
+            prop_assert_eq!(cview(&wal), live.clone(), "after {:?}", op);
+            prop_assert_eq!(wal.entries_since(Index(0)), live.log.len() as u64);
+            let bytes: usize = live.log.iter().map(|x| x.2.len()).sum();
+            prop_assert_eq!(wal.bytes_held(), bytes as u64);
+            // (Only then: a later rotation may start a segment at the same index.)
+            let deletes = matches!(op, COp::Compact { .. } | COp::Reset { .. } | COp::Reopen);
+            if let (Some((at, _)), true) = (snapshot, deletes) {
+                let names = segment_names(tmp.path());
+                prop_assert_eq!(kept_after(&names, at), names);
+            }
+        }
+    }
 }

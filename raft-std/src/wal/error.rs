@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use raft_core::Index;
+use raft_core::{Index, Term};
 
 /// Why a WAL operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +67,28 @@ pub enum WalError {
         first_index: Index,
         /// The index offered.
         got: Index,
+    },
+    /// [`Wal::compact`](super::Wal::compact) was given an index beyond the last index held (a
+    /// snapshot cannot cover entries the log does not have). Nothing changed.
+    #[error("compaction through index {index} is beyond the last index {last_index}")]
+    CompactBeyondLog {
+        /// The index offered.
+        index: Index,
+        /// The last index held.
+        last_index: Index,
+    },
+    /// [`Wal::compact`](super::Wal::compact) was given a term other than the one the log holds
+    /// at that index: the snapshot is not of this log. Nothing changed.
+    #[error(
+        "compaction through index {index} at term {term}, but the log holds it at term {held}"
+    )]
+    CompactTermMismatch {
+        /// The index offered.
+        index: Index,
+        /// The term offered.
+        term: Term,
+        /// The term of the entry the log holds at `index`.
+        held: Term,
     },
     /// An entry is too large for a record, or of a kind this format cannot store. Nothing
     /// changed.

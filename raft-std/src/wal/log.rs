@@ -5,11 +5,13 @@
 //! [`MemLog::get`] hands out an [`Entry`] that borrows its data from the arena.
 //!
 //! A new chunk starts whenever the WAL starts a new segment, so chunks normally line up with
-//! segment files; that is what will make compaction cheap: dropping the segments below a
-//! snapshot drops whole chunks from the front of the deque, freeing their arenas without moving
-//! a byte. (An overwrite that reaches back into an earlier chunk truncates that chunk and drops
-//! the later ones; entries then continue in the truncated chunk, so the alignment is only
-//! approximate, which is all that compaction needs.)
+//! segment files, which is what makes compaction cheap: [`MemLog::compact`] drops the chunks
+//! wholly below the snapshot from the front of the deque, freeing their arenas without moving a
+//! byte. The compacted entries of the chunk the snapshot index falls in stay in its arena (no
+//! longer readable) until a later compaction drops that chunk as a whole, so memory exceeds
+//! [`MemLog::bytes`] by at most about one segment. (An overwrite that reaches back into an
+//! earlier chunk truncates that chunk and drops the later ones; entries then continue in the
+//! truncated chunk, so the alignment is only approximate, which is all that compaction needs.)
 
 use std::collections::VecDeque;
 
@@ -50,10 +52,14 @@ impl Chunk {
 /// The log held in memory: entries `first_index() ..= last_index()`.
 ///
 /// Invariant: `chunks` is never empty; chunk `k + 1` starts at `chunks[k].end()`; only the last
-/// chunk may be empty.
+/// chunk may be empty; `chunks[0].first <= first <= chunks[0].end()`, and `first` equals the
+/// front chunk's end only when that chunk is the only one and empty (see [`MemLog::tidy`]).
 #[derive(Debug)]
 pub(crate) struct MemLog {
     chunks: VecDeque<Chunk>,
+    /// The first index held. The front chunk's entries below it are compacted: unreadable, and
+    /// freed with the chunk.
+    first: Index,
     /// The term of `first_index() - 1` (0 while nothing is compacted).
     prefix_term: Term,
 }
@@ -63,6 +69,7 @@ impl MemLog {
     pub(crate) fn new(first: Index, prefix_term: Term) -> MemLog {
         MemLog {
             chunks: VecDeque::from([Chunk::new(first)]),
+            first,
             prefix_term,
         }
     }
@@ -86,7 +93,7 @@ impl MemLog {
     }
 
     pub(crate) fn first_index(&self) -> Index {
-        self.front().first
+        self.first
     }
 
     pub(crate) fn last_index(&self) -> Index {
@@ -95,7 +102,19 @@ impl MemLog {
 
     /// Entries held.
     pub(crate) fn len(&self) -> u64 {
-        self.back().end().0 - self.first_index().0
+        self.back().end().0 - self.first.0
+    }
+
+    /// Payload bytes of the entries held (not counting the compacted ones still in the front
+    /// chunk's arena).
+    pub(crate) fn bytes(&self) -> u64 {
+        let total: usize = self.chunks.iter().map(|c| c.data.len()).sum();
+        let front = self.front();
+        let compacted = usize::try_from(self.first.0 - front.first.0)
+            .ok()
+            .and_then(|k| front.metas.get(k))
+            .map_or(front.data.len(), |m| m.start);
+        (total - compacted) as u64
     }
 
     pub(crate) fn prefix_term(&self) -> Term {
@@ -104,6 +123,9 @@ impl MemLog {
 
     /// The chunk holding `index` and the entry's position in it.
     fn locate(&self, index: Index) -> Option<(&Chunk, usize)> {
+        if index < self.first {
+            return None;
+        }
         let back = self.back();
         // Reads are mostly of recent entries, which live in the last chunk.
         let chunk = if index >= back.first {
@@ -148,6 +170,7 @@ impl MemLog {
     /// Removes the entries from `index` on. An index at or below `first_index()` empties the
     /// log (keeping its first index); callers refuse that case before it gets here.
     pub(crate) fn truncate_from(&mut self, index: Index) {
+        let index = index.max(self.first);
         while self.chunks.len() > 1 && self.back().first >= index {
             self.chunks.pop_back();
         }
@@ -158,6 +181,35 @@ impl MemLog {
                 chunk.data.truncate(chunk.metas[keep].start);
                 chunk.metas.truncate(keep);
             }
+        }
+        self.tidy();
+    }
+
+    /// Drops the entries up to `index`, the last one a snapshot covers, whose term is `term`:
+    /// afterwards the log starts at `index + 1`. `index` is in
+    /// `first_index() - 1 ..= last_index()` (the caller checks; an index outside is clamped).
+    pub(crate) fn compact(&mut self, index: Index, term: Term) {
+        self.first = index.next().clamp(self.first, self.back().end());
+        self.prefix_term = term;
+        self.tidy();
+    }
+
+    /// Restores the invariant after `first` moved up or entries were removed: drops front
+    /// chunks that hold only compacted entries, and empties a last chunk holding nothing else,
+    /// so that its arena is reused from the start.
+    fn tidy(&mut self) {
+        while self.chunks.len() > 1 && self.front().end() <= self.first {
+            self.chunks.pop_front();
+        }
+        let first = self.first;
+        let front = self
+            .chunks
+            .front_mut()
+            .expect("MemLog invariant: at least one chunk");
+        if front.end() <= first && front.first != first {
+            front.metas.clear();
+            front.data.clear();
+            front.first = first;
         }
     }
 
@@ -237,6 +289,55 @@ mod tests {
         assert_eq!(log.len(), 0);
         log.truncate_from(Index(9));
         assert_eq!(log.len(), 0);
+    }
+
+    #[test]
+    fn compaction_drops_whole_chunks_and_hides_the_rest() {
+        let mut log = filled(&[3, 3, 3]);
+        log.compact(Index(0), Term(0));
+        check(&log, 9);
+        log.compact(Index(4), Term(4));
+        assert_eq!(
+            log.chunks(),
+            2,
+            "the chunk of 1..=3 goes, 4 stays behind in its arena"
+        );
+        assert_eq!((log.first_index(), log.last_index()), (Index(5), Index(9)));
+        assert_eq!((log.len(), log.bytes()), (5, 10));
+        assert_eq!(log.prefix_term(), Term(4));
+        assert_eq!((log.get(Index(4)), log.term(Index(4))), (None, None));
+        for i in 5..=9 {
+            assert_eq!(log.get(Index(i)).map(|e| e.term), Some(Term(i)));
+        }
+        // Truncation never reaches below the first index.
+        log.truncate_from(Index(2));
+        assert_eq!((log.first_index(), log.last_index()), (Index(5), Index(4)));
+        assert_eq!((log.len(), log.bytes()), (0, 0));
+        assert_eq!(log.chunks(), 1, "an all-compacted chunk is emptied");
+        log.push(Term(5), EntryKind::Normal, b"new");
+        assert_eq!(log.get(Index(5)).map(|e| e.data), Some(&b"new"[..]));
+        assert_eq!(log.bytes(), 3);
+    }
+
+    #[test]
+    fn compacting_everything_empties_the_arena() {
+        let mut log = filled(&[2, 2]);
+        log.compact(Index(4), Term(4));
+        assert_eq!(log.chunks(), 1);
+        assert_eq!(
+            (log.first_index(), log.last_index(), log.len()),
+            (Index(5), Index(4), 0)
+        );
+        assert_eq!(log.bytes(), 0);
+        log.start_chunk();
+        assert_eq!(log.chunks(), 1, "the empty chunk is reused");
+        log.push(Term(5), EntryKind::Normal, b"e5");
+        log.start_chunk();
+        log.push(Term(6), EntryKind::Normal, b"e6");
+        assert_eq!(log.chunks(), 2);
+        log.compact(Index(5), Term(5));
+        assert_eq!(log.chunks(), 1);
+        assert_eq!(log.get(Index(6)).map(|e| e.data), Some(&b"e6"[..]));
     }
 
     #[test]

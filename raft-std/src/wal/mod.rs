@@ -6,9 +6,10 @@
 //! [`Wal::sync`] writes the whole buffer with one `write` and makes it durable with one
 //! `fdatasync`. Batching a whole `Ready` (or several) into one sync is the group commit.
 //!
-//! The whole log is also kept in memory, payloads packed into a few large arenas, so that
-//! [`Storage::entry`] borrows from memory and never reads the disk (until compaction exists,
-//! memory grows with the log). Reads answer as [`MemStorage`](raft_core::MemStorage)'s do.
+//! The whole log held is also kept in memory, payloads packed into a few large arenas (one per
+//! segment), so that [`Storage::entry`] borrows from memory and never reads the disk; memory
+//! is bounded by compacting the log behind snapshots ([`Wal::compact`]). Reads answer as
+//! [`MemStorage`](raft_core::MemStorage)'s do.
 //!
 //! # Directory layout
 //!
@@ -19,7 +20,8 @@
 //! ```
 //!
 //! A segment's name is `{seq:016x}-{first_index:016x}.wal`: its sequence number (0, 1, 2, ...
-//! without gaps) and the index the log would continue at when it was started. The width is
+//! without gaps, starting later once compaction deleted the first segments) and the index the
+//! log would continue at when it was started. The width is
 //! fixed so that sorting the names sorts the segments. Records are only ever appended to the
 //! last segment; once it holds [`WalOptions::segment_bytes`] a new one is started. A segment
 //! is created as `<name>.wal.tmp` and renamed into place once its first bytes are durable.
@@ -43,19 +45,51 @@
 //! where `len` counts the type byte and the payload, and the CRC (CRC32C, Castagnoli) covers
 //! the same bytes. The record types are:
 //!
-//! | type | record     | payload                                                           |
-//! |------|------------|-------------------------------------------------------------------|
-//! | 1    | entry      | `[index: u64][term: u64][kind: u8 (0 normal, 1 no-op)][data ...]` |
-//! | 2    | hard state | `[term: u64][vote: u64][commit: u64]`                             |
+//! | type | record     | payload                                                                     |
+//! |------|------------|-----------------------------------------------------------------------------|
+//! | 1    | entry      | `[index: u64][term: u64][kind: u8 (0 normal, 1 no-op, 2 config)][data ...]` |
+//! | 2    | hard state | `[term: u64][vote: u64][commit: u64]`                                       |
 //!
 //! The first record of every segment is the hard state current when the segment was started,
 //! so that deleting earlier segments (compaction) never loses it.
 //!
+//! # Compaction
+//!
+//! The log does not hold snapshots; the host keeps them (see [`crate::snapshot`]) and tells
+//! the WAL about them:
+//!
+//! - [`Wal::compact`]`(i, t)` once a snapshot through index `i` is durable: entries up to `i`
+//!   leave memory, and every segment holding only such entries is deleted. A segment holds only
+//!   entries up to `i` when a later segment starts at or below `i + 1`: the entries before a
+//!   segment's first index were final when it was started (until overwritten by a later
+//!   record, and entries up to a snapshot are committed, so never overwritten).
+//! - [`Wal::reset`]`(i, t)` once a snapshot received from the leader is durable: every entry
+//!   goes, and the log starts over with one fresh segment whose first index is `i + 1`.
+//! - [`Wal::open`]`(dir, options, Some((i, t)))` on restart from the snapshot at `(i, t)`:
+//!   entries up to `i` are not part of the log, and segments holding only those are deleted.
+//!   If the log holds entry `i` at term `t`, or starts right after it at `i + 1` (its segment
+//!   was compacted or reset away), the entries after `i` are the log; otherwise (the log lacks
+//!   `i`, holds it at another term, or starts beyond `i + 1`) every entry is discarded, with a
+//!   warning and [`Recovery::log_discarded`], and the log continues empty after `i`, in a
+//!   fresh segment as after a reset: the snapshot is committed state, so it wins. The hard
+//!   state is kept as it is (the caller takes the larger of its commit index and `i`).
+//!
+//! Either way [`Storage::first_index`] is then `i + 1` and [`Storage::term`] answers `t` at `i`.
+//! Replay with a snapshot reads only the segments from the last one starting at or below `i`
+//! (the one that holds entry `i`, whose term it checks), or failing that the last one starting
+//! at `i + 1`. A record there overwriting below the segment's first index restarts the replayed
+//! log at that record (what a full replay keeps below it the snapshot covers). A segment that
+//! does not continue the log before it is what a crash in the middle of a reset leaves (the
+//! fresh segment is written first, then the old ones deleted): the log starts over there.
+//! Segments before the replay's start may have gaps in their sequence numbers, left by
+//! deletions that only partly reached the disk.
+//!
 //! # Recovery
 //!
-//! [`Wal::open`] replays the segments in order. An entry whose index is at or below the last
-//! index replayed first truncates the log there (that is how an overwritten suffix replays);
-//! an index beyond the last + 1 is a gap (corruption). The last hard-state record wins; a
+//! [`Wal::open`] replays the segments in order (from a later one when given a snapshot, see
+//! [Compaction](#compaction)). An entry whose index is at or below the last index replayed
+//! first truncates the log there (that is how an overwritten suffix replays); an index beyond
+//! the last + 1 is a gap (corruption). The last hard-state record wins; a
 //! commit index beyond the recovered log (whose tail was lost) is clamped to its last index,
 //! with a warning, and the clamped hard state is appended to the log at once so that the stale
 //! commit index cannot come back.
@@ -74,9 +108,10 @@
 //! refuses with [`WalError::Corrupt`] (naming the file and offset), leaving every file as it
 //! was: a bad record in an earlier segment, or in the last one with a valid record after it; a
 //! bad header on a segment that is not the last; a missing segment (a gap in sequence
-//! numbers); a segment whose first index does not continue the log before it; a gap in entry
-//! indices; a record whose CRC matches but whose type or kind is unknown (written whole by
-//! something else, never torn); a `*.wal` file whose name is not a segment name. A header of
+//! numbers, or a first segment other than 0 without a snapshot); a segment whose first index
+//! does not continue the log before it (without a snapshot); a gap in entry indices; a record
+//! whose CRC matches but whose type or kind is unknown (written whole by something else, never
+//! torn); a `*.wal` file whose name is not a segment name. A header of
 //! another format version is [`WalError::UnsupportedVersion`].
 //!
 //! Segment files are never reused, so no stale record from an earlier life of a file can pass
@@ -103,6 +138,7 @@ use raft_core::{Entry, EntryKind, HardState, Index, Storage, StorageError, Term}
 
 pub use self::error::WalError;
 use self::log::MemLog;
+pub(crate) use self::segment::{fsync_dir, parse_hex};
 use self::segment::{OpenSegment, SegmentName};
 
 /// How a [`Wal`] writes.
@@ -138,6 +174,10 @@ pub struct Recovery {
     pub hard_state: HardState,
     /// The torn tail cut off the last segment, if there was one.
     pub torn_tail: Option<TornTail>,
+    /// Whether the log did not continue the snapshot [`Wal::open`] was given (it lacked the
+    /// snapshot's index, held it at another term, or started after it), so that every entry
+    /// was discarded and the log continues empty after the snapshot. Logged as a warning.
+    pub log_discarded: bool,
 }
 
 /// A torn write at the end of the log, truncated by recovery.
@@ -187,14 +227,14 @@ const PENDING_KEEP: usize = 8 << 20;
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let dir = tempfile::tempdir()?;
-/// let (mut wal, _) = Wal::open(dir.path(), WalOptions::default())?;
+/// let (mut wal, _) = Wal::open(dir.path(), WalOptions::default(), None)?;
 /// wal.set_hard_state(HardState { term: Term(1), vote: NodeId(1), commit: Index(0) });
 /// let entry = Entry { index: Index(1), term: Term(1), kind: EntryKind::Normal, data: b"x=1" };
 /// wal.append([entry])?;
 /// wal.sync()?; // one write, one fdatasync
 /// drop(wal);
 ///
-/// let (wal, recovery) = Wal::open(dir.path(), WalOptions::default())?;
+/// let (wal, recovery) = Wal::open(dir.path(), WalOptions::default(), None)?;
 /// assert_eq!(recovery.entries, 1);
 /// assert_eq!(wal.entry(Index(1))?.data, b"x=1");
 /// assert_eq!(wal.hard_state().term, Term(1));
@@ -210,10 +250,10 @@ pub struct Wal {
     pending: Vec<u8>,
     /// Scratch for [`Wal::append`], kept to reuse its allocation.
     staged: Vec<Staged>,
-    /// Every segment on disk, oldest first. Compaction will delete segments from the front: a
-    /// segment can go once the one after it starts at or below the snapshot index + 1 (entries
-    /// up to the snapshot are committed, so no later segment overwrites them), and its chunk of
-    /// `log` with it.
+    /// Every segment on disk, oldest first. Compaction deletes segments from the front: a
+    /// segment can go once a later one starts at or below the snapshot index + 1, as the
+    /// entries before a segment's first index were final when it started, and entries up to the
+    /// snapshot are committed, so no later record overwrites them.
     ///
     /// Invariant: the last one is `current`.
     segments: VecDeque<SegmentName>,
@@ -270,7 +310,18 @@ impl fmt::Debug for Wal {
 impl Wal {
     /// Opens the log in `dir` (creating the directory if missing) and recovers it, following the
     /// rules in the [module docs](self).
-    pub fn open(dir: &Path, options: WalOptions) -> Result<(Wal, Recovery), WalError> {
+    ///
+    /// `snapshot` is the index and term of the snapshot the caller restored its state machine
+    /// from, if any: the log then continues it ([`Storage::first_index`] is its index + 1, and
+    /// [`Storage::term`] answers its term at its index), as described under
+    /// [Compaction](self#compaction). A log that was compacted or reset must be opened with
+    /// its snapshot; without one it refuses ([`WalError::Corrupt`]: its first segments are
+    /// missing).
+    pub fn open(
+        dir: &Path,
+        options: WalOptions,
+        snapshot: Option<(Index, Term)>,
+    ) -> Result<(Wal, Recovery), WalError> {
         if options.dangerously_skip_fsync {
             tracing::warn!(
                 dir = %dir.display(),
@@ -278,7 +329,7 @@ impl Wal {
                  power failure or a kernel crash"
             );
         }
-        let rec = recover::recover(dir, &options)?;
+        let rec = recover::recover(dir, &options, snapshot)?;
         let wal = Wal {
             dir: dir.to_path_buf(),
             options,
@@ -489,20 +540,123 @@ impl Wal {
             first_index: self.log.last_index().next(),
         };
         let sync = !self.options.dangerously_skip_fsync;
-        let seg = match segment::create(&self.dir, name, &self.hard_state, sync) {
-            Ok(seg) => seg,
-            Err(e) => {
-                if let WalError::Io { path, op, .. } = &e {
-                    self.poisoned = Some((path.clone(), op));
-                }
-                return Err(e);
-            }
-        };
+        let seg = segment::create(&self.dir, name, &self.hard_state, sync)
+            .map_err(|e| self.poison_with(e))?;
         tracing::debug!(path = %seg.path.display(), "WAL: started a new segment");
         self.current = seg;
         self.segments.push_back(name);
         self.log.start_chunk();
         Ok(())
+    }
+
+    /// Drops the entries up to `index`, which a durable snapshot covers, and deletes every
+    /// segment file holding only such entries (never the one being written). `term` is the
+    /// term of the entry at `index`. Afterwards [`Storage::first_index`] is `index + 1` and
+    /// [`Storage::term`] answers `term` at `index`, even once the entry's segment is gone.
+    ///
+    /// An index below [`Storage::first_index`] (already compacted) does nothing. An index
+    /// beyond [`Storage::last_index`] ([`WalError::CompactBeyondLog`]), or a term other than
+    /// the entry's ([`WalError::CompactTermMismatch`]), changes nothing.
+    ///
+    /// Deletions are not synced: one that a crash undoes is done again when [`Wal::open`] is
+    /// given the snapshot. Memory is freed a chunk at a time, in step with the segments (see
+    /// [`Wal::bytes_held`]). A failed deletion poisons the `Wal`, as any failed I/O does.
+    pub fn compact(&mut self, index: Index, term: Term) -> Result<(), WalError> {
+        self.check_poisoned()?;
+        if index < self.log.first_index() {
+            return Ok(());
+        }
+        let last_index = self.log.last_index();
+        if index > last_index {
+            return Err(WalError::CompactBeyondLog { index, last_index });
+        }
+        match self.log.term(index) {
+            Some(held) if held == term => {}
+            Some(held) => return Err(WalError::CompactTermMismatch { index, term, held }),
+            // The index lies in `first_index() ..= last_index()`, so the entry is held.
+            None => return Err(WalError::CompactBeyondLog { index, last_index }),
+        }
+        self.log.compact(index, term);
+        let covered = self
+            .segments
+            .iter()
+            .rposition(|s| s.first_index <= index.next())
+            .unwrap_or(0);
+        for _ in 0..covered {
+            let Some(&name) = self.segments.front() else {
+                break;
+            };
+            segment::remove(&self.dir, name).map_err(|e| self.poison_with(e))?;
+            self.segments.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Replaces the whole log by the snapshot at `index` (term `term`), after the caller
+    /// installed it from the leader and made it durable: discards every entry (written or
+    /// still buffered), starts a fresh segment whose first index is `index + 1` holding the
+    /// current hard state, and deletes every other segment. Durable (fsynced, directory
+    /// fsynced) before it returns. Afterwards [`Storage::last_index`] is `index`,
+    /// [`Storage::first_index`] is `index + 1` and [`Storage::term`] answers `term` at `index`.
+    ///
+    /// A crash part way leaves the fresh segment beside some old ones; [`Wal::open`] with the
+    /// snapshot recognises it (it starts after the snapshot and does not continue the log
+    /// before it) and finishes the job. Any failed I/O poisons the `Wal`.
+    pub fn reset(&mut self, index: Index, term: Term) -> Result<(), WalError> {
+        self.check_poisoned()?;
+        let name = SegmentName {
+            seq: self.current.name.seq + 1,
+            first_index: index.next(),
+        };
+        let sync = !self.options.dangerously_skip_fsync;
+        let seg = segment::create(&self.dir, name, &self.hard_state, sync)
+            .map_err(|e| self.poison_with(e))?;
+        tracing::debug!(
+            path = %seg.path.display(),
+            index = index.0,
+            "WAL: reset to a snapshot; started a fresh segment"
+        );
+        let old = std::mem::replace(&mut self.segments, VecDeque::from([name]));
+        self.current = seg;
+        self.log = MemLog::new(index.next(), term);
+        self.pending.clear();
+        self.pending.shrink_to(PENDING_KEEP);
+        self.staged.clear();
+        self.unsynced = false;
+        self.sync_file = None;
+        // Oldest first, so that a crash part way leaves a run of segments without gaps.
+        for old in old {
+            segment::remove(&self.dir, old).map_err(|e| self.poison_with(e))?;
+        }
+        if sync {
+            segment::sync_dir(&self.dir).map_err(|e| self.poison_with(e))?;
+        }
+        Ok(())
+    }
+
+    /// Entries held after `index`: how many a snapshot at `index` would leave in the log
+    /// (those that would replay on a restart from it). For deciding when to snapshot.
+    pub fn entries_since(&self, index: Index) -> u64 {
+        let after = index.max(self.log.first_index().prev());
+        self.log.last_index().0.saturating_sub(after.0)
+    }
+
+    /// Payload bytes of the entries held (`first_index() ..= last_index()`), not counting
+    /// record framing. For deciding when to snapshot. Memory held can exceed it by up to about
+    /// one segment: compacted entries stay in memory until every entry sharing their segment's
+    /// arena is compacted too.
+    pub fn bytes_held(&self) -> u64 {
+        self.log.bytes()
+    }
+
+    /// Records a failed operation returned by a helper as the `Wal`'s poison (only I/O errors
+    /// poison); returns the error.
+    fn poison_with(&mut self, e: WalError) -> WalError {
+        if let WalError::Io { path, op, source } = &e {
+            tracing::error!(path = %path.display(), op, error = %source, "WAL I/O failed; poisoned");
+            self.poisoned = Some((path.clone(), op));
+        }
+        e
     }
 
     fn poison(&mut self, op: &'static str, source: std::io::Error) -> WalError {
@@ -586,7 +740,7 @@ mod tests {
     #[test]
     fn a_failed_write_poisons_the_wal() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let (mut wal, _) = Wal::open(tmp.path(), WalOptions::default()).expect("open");
+        let (mut wal, _) = Wal::open(tmp.path(), WalOptions::default(), None).expect("open");
         wal.append([e(1, b"x")]).expect("append");
         wal.sync().expect("sync");
         // A read-only handle makes the next write fail as a full or failing disk would.
@@ -607,7 +761,7 @@ mod tests {
             Err(WalError::Poisoned { .. })
         ));
         drop(wal);
-        let (wal, rec) = Wal::open(tmp.path(), WalOptions::default()).expect("reopen");
+        let (wal, rec) = Wal::open(tmp.path(), WalOptions::default(), None).expect("reopen");
         assert_eq!(rec.entries, 1);
         assert_eq!(wal.last_index(), Index(1));
     }
@@ -619,7 +773,7 @@ mod tests {
             segment_bytes: 150,
             dangerously_skip_fsync: true,
         };
-        let (mut wal, _) = Wal::open(tmp.path(), options).expect("open");
+        let (mut wal, _) = Wal::open(tmp.path(), options, None).expect("open");
         for i in 1..=30u64 {
             if i % 3 == 0 {
                 wal.set_hard_state(HardState {

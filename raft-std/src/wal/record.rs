@@ -29,6 +29,7 @@ pub(crate) const MAX_ENTRY_DATA: usize = u32::MAX as usize - 1 - ENTRY_FIXED;
 
 const KIND_NORMAL: u8 = 0;
 const KIND_NOOP: u8 = 1;
+const KIND_CONFIG: u8 = 2;
 
 /// The on-disk byte of an entry kind, or `None` for a kind this format cannot store (the enum
 /// is `#[non_exhaustive]`; a kind added to the core needs a format change here first).
@@ -36,6 +37,7 @@ pub(crate) fn kind_byte(kind: EntryKind) -> Option<u8> {
     match kind {
         EntryKind::Normal => Some(KIND_NORMAL),
         EntryKind::Noop => Some(KIND_NOOP),
+        EntryKind::Config => Some(KIND_CONFIG),
         _ => None,
     }
 }
@@ -44,6 +46,7 @@ fn kind_from_byte(b: u8) -> Option<EntryKind> {
     match b {
         KIND_NORMAL => Some(EntryKind::Normal),
         KIND_NOOP => Some(EntryKind::Noop),
+        KIND_CONFIG => Some(EntryKind::Config),
         _ => None,
     }
 }

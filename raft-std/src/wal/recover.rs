@@ -5,6 +5,8 @@
 //! inspect. Only once the whole log has replayed does it repair what a crash explains: it
 //! removes temporary files, removes a last segment whose header never became durable, cuts a
 //! torn tail off the last segment, and records a commit index clamped to the recovered log.
+//! With a snapshot it also removes the segments the snapshot covers, or, if the log does not
+//! continue the snapshot, starts a fresh segment after it and removes every other.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -40,6 +42,9 @@ fn corrupt(path: &Path, offset: usize, reason: String) -> WalError {
 struct Replay {
     log: MemLog,
     hard_state: HardState,
+    /// Whether the log may restart below its first index (recovering with a snapshot, when the
+    /// segments before the first one replayed are not read; see [`Replay::apply`]).
+    rebase: bool,
 }
 
 impl Replay {
@@ -58,11 +63,17 @@ impl Replay {
                     ));
                 }
                 if e.index < self.log.first_index() {
-                    return Err(format!(
-                        "entry {} overwrites below the log's first index {}",
-                        e.index,
-                        self.log.first_index()
-                    ));
+                    if !self.rebase || e.index == Index::ZERO {
+                        return Err(format!(
+                            "entry {} overwrites below the log's first index {}",
+                            e.index,
+                            self.log.first_index()
+                        ));
+                    }
+                    // An overwrite reaching back into a segment that was not read (it lies
+                    // below the snapshot): a full replay would truncate there too, and what it
+                    // keeps below this index the snapshot covers.
+                    self.log = MemLog::new(e.index, Term::ZERO);
                 }
                 if e.index < next {
                     self.log.truncate_from(e.index);
@@ -121,39 +132,98 @@ fn is_unfinished_creation(err: HeaderError, len: usize) -> bool {
         && len <= record::HEADER_LEN + record::HARD_STATE_RECORD_LEN
 }
 
-/// Checks that segment number `i` (counting from 0 in the sorted listing) has sequence number
-/// `i`. Compaction will let the first segment start later; until then the log starts at
-/// segment 0, and anything else means segments went missing.
-fn check_seq(i: usize, name: SegmentName, path: &Path) -> Result<(), WalError> {
-    let expected = i as u64;
-    if name.seq == expected {
-        return Ok(());
+/// Whether the last segment is one whose creation never finished (see
+/// [`is_unfinished_creation`]). Only a file short enough to be one is read.
+fn is_unfinished(path: &Path) -> Result<bool, WalError> {
+    let len = fs::metadata(path).map_err(io_error(path, "stat"))?.len();
+    if len > (record::HEADER_LEN + record::HARD_STATE_RECORD_LEN) as u64 {
+        return Ok(false);
     }
-    let reason = if name.seq < expected {
-        format!("a second segment with sequence number {:#x}", name.seq)
-    } else if i == 0 {
-        format!(
-            "the first segment has sequence number {:#x}, not 0: segments before it are missing",
-            name.seq
-        )
-    } else {
-        format!("segment {expected:#x} is missing before this one")
-    };
-    Err(corrupt(path, 0, reason))
+    let buf = fs::read(path).map_err(io_error(path, "read"))?;
+    Ok(SegmentHeader::decode(&buf).is_err_and(|e| is_unfinished_creation(e, buf.len())))
 }
 
-/// Checks a decoded header against the file name and the log replayed so far.
-fn check_header(header: SegmentHeader, name: SegmentName, last: Index) -> Result<(), String> {
+/// Where replay starts in `segments` (sorted by sequence number), checking sequence numbers on
+/// the way; `usable` of them count (the last may be an unfinished creation, to be removed).
+///
+/// Without a snapshot the log starts at segment 0 and sequence numbers have no gaps: anything
+/// else means segments went missing. With a snapshot at `i`, the segments before the last one
+/// that starts at or below `i + 1` hold only entries the snapshot covers (when a segment
+/// starts at `f`, the entries before it were final below `f`), so replay starts at the last
+/// segment starting at or below `i`, which holds entry `i` if the log has it (so that its term
+/// can be checked), or failing that at the last starting at `i + 1`. The segments before it
+/// may have gaps, left by removals (compaction, a reset) that only partly reached the disk;
+/// replay starts after the last gap, and refuses if nothing after it starts at or below
+/// `i + 1`.
+fn replay_start(
+    segments: &[(SegmentName, PathBuf)],
+    usable: usize,
+    snapshot: Option<(Index, Term)>,
+) -> Result<usize, WalError> {
+    for (k, pair) in segments.windows(2).enumerate() {
+        let ((a, _), (b, path)) = (&pair[0], &pair[1]);
+        if b.seq == a.seq {
+            return Err(corrupt(
+                path,
+                0,
+                format!("a second segment with sequence number {:#x}", b.seq),
+            ));
+        }
+        if b.seq != a.seq + 1 && (snapshot.is_none() || k + 1 >= usable) {
+            return Err(missing_before(a.seq + 1, path));
+        }
+    }
+    let Some((index, _)) = snapshot else {
+        return match segments.first() {
+            Some((name, path)) if name.seq != 0 => Err(corrupt(
+                path,
+                0,
+                format!(
+                    "the first segment has sequence number {:#x}, not 0: segments before it are \
+                     missing (a log that was compacted or reset opens only with its snapshot)",
+                    name.seq
+                ),
+            )),
+            _ => Ok(0),
+        };
+    };
+    let after_gap = segments[..usable]
+        .windows(2)
+        .rposition(|pair| pair[1].0.seq != pair[0].0.seq + 1)
+        .map_or(0, |k| k + 1);
+    let candidates = &segments[after_gap..usable];
+    let start = candidates
+        .iter()
+        .rposition(|(name, _)| name.first_index <= index)
+        .or_else(|| {
+            candidates
+                .iter()
+                .rposition(|(name, _)| name.first_index <= index.next())
+        });
+    match start {
+        Some(k) => Ok(after_gap + k),
+        None if after_gap == 0 => Ok(0),
+        None => {
+            let (name, path) = &segments[after_gap];
+            Err(missing_before(name.seq - 1, path))
+        }
+    }
+}
+
+fn missing_before(seq: u64, path: &Path) -> WalError {
+    corrupt(
+        path,
+        0,
+        format!("segment {seq:#x} is missing before this one"),
+    )
+}
+
+/// Checks a decoded header against the file name.
+fn check_header(header: SegmentHeader, name: SegmentName) -> Result<(), String> {
     if header.seq != name.seq || header.first_index != name.first_index {
         return Err(format!(
             "header says segment {:#x} from index {}, the file name says {:#x} from {}",
             header.seq, header.first_index, name.seq, name.first_index
-        ));
-    }
-    if header.first_index != last.next() {
-        return Err(format!(
-            "segment starts at index {} but the log before it ends at {last}",
-            header.first_index
         ));
     }
     Ok(())
@@ -173,8 +243,40 @@ fn append_hard_state(seg: &mut OpenSegment, hs: &HardState, sync: bool) -> Resul
     Ok(())
 }
 
-/// Opens `dir` (creating it if missing) and replays its log.
-pub(crate) fn recover(dir: &Path, options: &WalOptions) -> Result<Recovered, WalError> {
+/// Why a log replayed with a snapshot at `index` (term `term`) does not continue it, if it
+/// does not.
+fn snapshot_mismatch(log: &MemLog, index: Index, term: Term) -> Option<String> {
+    let (first, last) = (log.first_index(), log.last_index());
+    if first == index.next() {
+        // The segment holding `index` is gone (compacted, or reset to this snapshot).
+        return None;
+    }
+    if first > index.next() {
+        return Some(format!(
+            "the log starts at index {first}, leaving a gap after the snapshot index {index}"
+        ));
+    }
+    if last < index {
+        return Some(format!(
+            "the log ends at index {last}, before the snapshot index {index}"
+        ));
+    }
+    match log.term(index) {
+        Some(held) if held == term => None,
+        Some(held) => Some(format!(
+            "the log holds index {index} at term {held}, the snapshot at term {term}"
+        )),
+        None => Some(format!("the log does not hold the snapshot index {index}")),
+    }
+}
+
+/// Opens `dir` (creating it if missing) and replays its log, which continues `snapshot` if
+/// one is given.
+pub(crate) fn recover(
+    dir: &Path,
+    options: &WalOptions,
+    snapshot: Option<(Index, Term)>,
+) -> Result<Recovered, WalError> {
     let sync = !options.dangerously_skip_fsync;
     if !dir.exists() {
         fs::create_dir_all(dir).map_err(io_error(dir, "create directory"))?;
@@ -185,29 +287,34 @@ pub(crate) fn recover(dir: &Path, options: &WalOptions) -> Result<Recovered, Wal
         }
     }
     let listing = segment::list(dir)?;
+    let count = listing.segments.len();
+    let unfinished = match listing.segments.last() {
+        Some((_, path)) if is_unfinished(path)? => Some(path.clone()),
+        _ => None,
+    };
+    let usable = count - usize::from(unfinished.is_some());
+    let start = replay_start(&listing.segments, usable, snapshot)?;
 
     // Read and check everything first; change nothing on disk until the whole log replayed.
+    let first = match listing.segments[..usable].get(start) {
+        Some((name, _)) => name.first_index,
+        None => snapshot.map_or(Index(1), |(index, _)| index.next()),
+    };
     let mut replay = Replay {
-        log: MemLog::new(Index(1), Term(0)),
+        log: MemLog::new(first, Term::ZERO),
         hard_state: HardState::default(),
+        rebase: snapshot.is_some(),
     };
     let mut torn = None;
-    let mut unfinished = None;
     let mut buf = Vec::new();
-    let count = listing.segments.len();
-    for (i, (name, path)) in listing.segments.iter().enumerate() {
-        let last = i + 1 == count;
-        check_seq(i, *name, path)?;
+    for (k, (name, path)) in listing.segments[..usable].iter().enumerate().skip(start) {
+        let last = k + 1 == count;
         buf.clear();
         File::open(path)
             .and_then(|mut f| f.read_to_end(&mut buf))
             .map_err(io_error(path, "read"))?;
         let header = match SegmentHeader::decode(&buf) {
             Ok(h) => h,
-            Err(e) if last && is_unfinished_creation(e, buf.len()) => {
-                unfinished = Some(path.clone());
-                break;
-            }
             Err(HeaderError::Version(version)) => {
                 return Err(WalError::UnsupportedVersion {
                     path: path.clone(),
@@ -216,36 +323,56 @@ pub(crate) fn recover(dir: &Path, options: &WalOptions) -> Result<Recovered, Wal
             }
             Err(e) => return Err(corrupt(path, 0, e.describe())),
         };
-        check_header(header, *name, replay.log.last_index()).map_err(|r| corrupt(path, 0, r))?;
+        check_header(header, *name).map_err(|r| corrupt(path, 0, r))?;
+        let continues = replay.log.last_index().next();
+        if header.first_index != continues {
+            if snapshot.is_none() {
+                return Err(corrupt(
+                    path,
+                    0,
+                    format!(
+                        "segment starts at index {} but the log before it ends at {}",
+                        header.first_index,
+                        continues.prev()
+                    ),
+                ));
+            }
+            // Only a reset after a snapshot starts a segment that does not continue the log
+            // before it, and a reset removes every earlier segment once this one is durable: a
+            // crash came in between. The segments before it are void.
+            tracing::warn!(
+                path = %path.display(),
+                first_index = header.first_index.0,
+                "WAL: a segment starts the log over after a snapshot (a reset the crash \
+                 interrupted); the segments before it are void"
+            );
+            replay.log = MemLog::new(header.first_index, Term::ZERO);
+        }
         replay.log.start_chunk();
         torn = replay.segment(path, &buf, last)?;
     }
     drop(buf);
 
-    // Everything checked: now repair what a crash left.
-    let mut dir_changed = false;
-    for tmp in &listing.temporary {
-        tracing::debug!(path = %tmp.display(), "removing an unfinished segment file");
-        fs::remove_file(tmp).map_err(io_error(tmp, "remove"))?;
-        dir_changed = true;
+    let mut log = replay.log;
+    let mut log_discarded = false;
+    if let Some((index, term)) = snapshot {
+        match snapshot_mismatch(&log, index, term) {
+            None => log.compact(index, term),
+            Some(reason) => {
+                tracing::warn!(
+                    snapshot_index = index.0,
+                    snapshot_term = term.0,
+                    entries = log.len(),
+                    "WAL: {reason}; the snapshot is committed state, so every entry is discarded \
+                     and the log continues empty after it"
+                );
+                log = MemLog::new(index.next(), term);
+                log_discarded = true;
+            }
+        }
     }
-    let mut segments: VecDeque<SegmentName> =
-        listing.segments.iter().map(|(name, _)| *name).collect();
-    if let Some(path) = &unfinished {
-        tracing::warn!(
-            path = %path.display(),
-            "removing the last WAL segment: its header is incomplete (a crash while creating it)"
-        );
-        fs::remove_file(path).map_err(io_error(path, "remove"))?;
-        segments.pop_back();
-        dir_changed = true;
-    }
-    if dir_changed && sync {
-        segment::sync_dir(dir)?;
-    }
-
     let mut hard_state = replay.hard_state;
-    let last_index = replay.log.last_index();
+    let last_index = log.last_index();
     let clamped = hard_state.commit > last_index;
     if clamped {
         tracing::warn!(
@@ -257,34 +384,87 @@ pub(crate) fn recover(dir: &Path, options: &WalOptions) -> Result<Recovered, Wal
         hard_state.commit = last_index;
     }
 
-    let current = match segments.back() {
-        None => {
-            let name = SegmentName {
-                seq: 0,
-                first_index: Index(1),
-            };
-            let seg = segment::create(dir, name, &hard_state, sync)?;
-            segments.push_back(name);
-            seg
+    // Everything checked: now repair what a crash left.
+    let mut dir_changed = false;
+    for tmp in &listing.temporary {
+        tracing::debug!(path = %tmp.display(), "removing an unfinished segment file");
+        fs::remove_file(tmp).map_err(io_error(tmp, "remove"))?;
+        dir_changed = true;
+    }
+    if let Some(path) = &unfinished {
+        tracing::warn!(
+            path = %path.display(),
+            "removing the last WAL segment: its header is incomplete (a crash while creating it)"
+        );
+        fs::remove_file(path).map_err(io_error(path, "remove"))?;
+        dir_changed = true;
+    }
+    let names: Vec<SegmentName> = listing.segments[..usable]
+        .iter()
+        .map(|(name, _)| *name)
+        .collect();
+    let (segments, current) = if log_discarded {
+        // As `Wal::reset` does: the fresh segment first (it carries the hard state), then the
+        // rest, so that a crash in between leaves a directory that recovers the same way.
+        let name = SegmentName {
+            seq: names.last().map_or(0, |n| n.seq + 1),
+            first_index: log.first_index(),
+        };
+        let seg = segment::create(dir, name, &hard_state, sync)?;
+        for old in &names {
+            segment::remove(dir, *old)?;
+            dir_changed = true;
         }
-        Some(&name) => {
-            let mut seg = open_last(dir, name, torn.as_ref(), sync)?;
-            if clamped {
-                // Otherwise the stale commit index would come back on the next open, and could
-                // then cover entries appended since.
-                append_hard_state(&mut seg, &hard_state, sync)?;
+        (VecDeque::from([name]), seg)
+    } else {
+        // Segments before the last one starting at or below the snapshot index + 1 hold only
+        // what the snapshot covers (see `replay_start`).
+        let covered = snapshot.map_or(0, |(index, _)| {
+            names
+                .iter()
+                .rposition(|n| n.first_index <= index.next())
+                .unwrap_or(0)
+        });
+        for old in &names[..covered] {
+            segment::remove(dir, *old)?;
+            dir_changed = true;
+        }
+        let mut segments: VecDeque<SegmentName> = names[covered..].iter().copied().collect();
+        let current = match segments.back() {
+            None => {
+                let name = SegmentName {
+                    seq: 0,
+                    first_index: log.first_index(),
+                };
+                let seg = segment::create(dir, name, &hard_state, sync)?;
+                segments.push_back(name);
+                seg
             }
-            seg
-        }
+            Some(&name) => {
+                let mut seg = open_last(dir, name, torn.as_ref(), sync)?;
+                if clamped {
+                    // Otherwise the stale commit index would come back on the next open, and
+                    // could then cover entries appended since.
+                    append_hard_state(&mut seg, &hard_state, sync)?;
+                }
+                seg
+            }
+        };
+        (segments, current)
     };
+    if dir_changed && sync {
+        segment::sync_dir(dir)?;
+    }
+
     let report = Recovery {
-        segments: count - usize::from(unfinished.is_some()),
-        entries: replay.log.len(),
+        segments: usable - start.min(usable),
+        entries: log.len(),
         hard_state,
         torn_tail: torn,
+        log_discarded,
     };
     Ok(Recovered {
-        log: replay.log,
+        log,
         hard_state,
         segments,
         current,
@@ -346,7 +526,7 @@ mod tests {
 
     /// A log of entries 1..=3 in segment 0; returns the segment's path.
     fn three_entries(dir: &Path) -> PathBuf {
-        let (mut wal, _) = Wal::open(dir, fast()).expect("open");
+        let (mut wal, _) = Wal::open(dir, fast(), None).expect("open");
         for i in 1..=3 {
             let e = Entry {
                 index: Index(i),
@@ -367,7 +547,7 @@ mod tests {
     }
 
     fn expect_corrupt(dir: &Path, at: &Path) -> (u64, String) {
-        match Wal::open(dir, fast()) {
+        match Wal::open(dir, fast(), None) {
             Err(WalError::Corrupt {
                 path,
                 offset,
@@ -456,7 +636,7 @@ mod tests {
         let crc = crc32c::crc32c(&bytes[..record::HEADER_LEN - 4]);
         bytes[record::HEADER_LEN - 4..record::HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
         fs::write(&path, &bytes).expect("write");
-        match Wal::open(tmp.path(), fast()) {
+        match Wal::open(tmp.path(), fast(), None) {
             Err(WalError::UnsupportedVersion { path: p, version }) => {
                 assert_eq!((p, version), (path, 2));
             }
@@ -480,7 +660,7 @@ mod tests {
             },
         );
         append_bytes(&path, &recs);
-        let (wal, rec) = Wal::open(tmp.path(), fast()).expect("open");
+        let (wal, rec) = Wal::open(tmp.path(), fast(), None).expect("open");
         assert_eq!(rec.entries, 2);
         assert_eq!(
             wal.entry(Index(2)).map(|e| (e.term, e.data)),

@@ -56,8 +56,9 @@ impl SegmentName {
 }
 
 /// Exactly 16 lowercase hex digits (`from_str_radix` alone would accept `+`, case and width
-/// variations, and two spellings of one segment would then sort apart).
-fn parse_hex(s: &str) -> Option<u64> {
+/// variations, and two spellings of one segment would then sort apart). Snapshot file names
+/// use the same spelling.
+pub(crate) fn parse_hex(s: &str) -> Option<u64> {
     let well_formed = s.len() == HEX && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     well_formed
         .then(|| u64::from_str_radix(s, 16).ok())
@@ -102,9 +103,26 @@ pub(crate) fn list(dir: &Path) -> Result<Listing, WalError> {
 
 /// Makes the directory's entries (files created, renamed, removed) durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), WalError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error(dir, "sync directory"))
+    fsync_dir(dir).map_err(io_error(dir, "sync directory"))
+}
+
+/// [`sync_dir`] with the bare `io::Error`, for the snapshot store's own error type.
+pub(crate) fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir).and_then(|d| d.sync_all())
+}
+
+/// Removes segment `name` (compaction, or a reset after a snapshot). A file already gone is
+/// not an error: the point is that it is not there.
+pub(crate) fn remove(dir: &Path, name: SegmentName) -> Result<(), WalError> {
+    let path = name.path(dir);
+    match fs::remove_file(&path) {
+        Ok(()) => {
+            tracing::debug!(path = %path.display(), "WAL: removed a segment");
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_error(&path, "remove")(e)),
+    }
 }
 
 /// A segment file open for appending.

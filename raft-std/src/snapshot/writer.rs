@@ -1,0 +1,190 @@
+//! Writing a snapshot of the local state machine.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+
+use raft_core::{Index, Term};
+
+use super::format::{self, HEADER_LEN, TRAILER_LEN};
+use super::{SnapshotError, SnapshotInfo, SnapshotStore};
+
+/// Buffer between the state machine's writes and the file.
+const BUF_LEN: usize = 256 << 10;
+
+/// A snapshot being written: the state machine's data goes in through [`Write`] (buffered, with
+/// a running CRC), and [`SnapshotWriter::finish`] makes the file durable and the store's
+/// latest. Made by [`SnapshotStore::create`].
+///
+/// Dropping it without `finish` (or after `finish` failed) deletes its temporary file; the
+/// store's latest snapshot is unchanged. It borrows the store mutably, so while a snapshot is
+/// being written the store serves nothing else (no [`SnapshotStore::read_chunk`]).
+#[derive(Debug)]
+pub struct SnapshotWriter<'s> {
+    store: &'s mut SnapshotStore,
+    /// `None` once `finish` took it.
+    out: Option<BufWriter<File>>,
+    /// `<dir>/<final name>.tmp`.
+    tmp: PathBuf,
+    index: Index,
+    term: Term,
+    meta: Vec<u8>,
+    /// CRC of every byte written so far, header included.
+    crc: u32,
+    data_len: u64,
+    /// A copy of the first write error: every later write fails, and so does `finish`.
+    failed: Option<io::Error>,
+    /// Set once the file is renamed into place; until then `drop` deletes the temporary file.
+    installed: bool,
+}
+
+impl<'s> SnapshotWriter<'s> {
+    /// Starts the file at `tmp` with the header and meta. The caller checked the meta length.
+    pub(super) fn new(
+        store: &'s mut SnapshotStore,
+        tmp: PathBuf,
+        file: File,
+        index: Index,
+        term: Term,
+        meta: &[u8],
+    ) -> SnapshotWriter<'s> {
+        let header = format::encode_header(index, term, meta);
+        let mut writer = SnapshotWriter {
+            store,
+            out: Some(BufWriter::with_capacity(BUF_LEN, file)),
+            tmp,
+            index,
+            term,
+            meta: meta.to_vec(),
+            crc: crc32c::crc32c(&header),
+            data_len: 0,
+            failed: None,
+            installed: false,
+        };
+        // Into the buffer, which holds it whole: reported with the first data write or
+        // `finish` if it fails.
+        if let Some(out) = writer.out.as_mut() {
+            if let Err(e) = out.write_all(&header) {
+                writer.failed = Some(copy(&e));
+            }
+        }
+        writer
+    }
+
+    /// The snapshot's index.
+    pub fn index(&self) -> Index {
+        self.index
+    }
+
+    /// The snapshot's term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// Data bytes written so far.
+    pub fn data_len(&self) -> u64 {
+        self.data_len
+    }
+
+    /// Writes the trailer, fsyncs the file, renames it to its final name, fsyncs the
+    /// directory, makes it the store's latest snapshot and deletes the older ones. Returns the
+    /// new latest's description.
+    ///
+    /// Fails if any write failed before (the file is then deleted). Once this returns `Ok`
+    /// the snapshot is durable.
+    pub fn finish(mut self) -> Result<SnapshotInfo, SnapshotError> {
+        let io = |op: &'static str, path: &PathBuf| {
+            let path = path.clone();
+            move |source| SnapshotError::Io { path, op, source }
+        };
+        if let Some(e) = self.failed.take() {
+            return Err(io("write", &self.tmp)(e));
+        }
+        let Some(mut out) = self.out.take() else {
+            return Err(io("write", &self.tmp)(io::Error::other(
+                "the writer was finished",
+            )));
+        };
+        let trailer = format::encode_trailer(self.crc, self.data_len);
+        out.write_all(&trailer).map_err(io("write", &self.tmp))?;
+        let file = out
+            .into_inner()
+            .map_err(|e| io("write", &self.tmp)(e.into_error()))?;
+        file.sync_all().map_err(io("sync", &self.tmp))?;
+        let meta = std::mem::take(&mut self.meta);
+        let info = SnapshotInfo {
+            index: self.index,
+            term: self.term,
+            file_len: HEADER_LEN + meta.len() as u64 + self.data_len + TRAILER_LEN,
+            data_len: self.data_len,
+            meta,
+            path: self
+                .store
+                .dir
+                .join(format::file_name(self.index, self.term)),
+        };
+        let tmp = self.tmp.clone();
+        self.store.install(&tmp, file, info, &mut self.installed)
+    }
+}
+
+impl Write for SnapshotWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(e) = &self.failed {
+            return Err(copy(e));
+        }
+        let Some(out) = self.out.as_mut() else {
+            return Err(io::Error::other("the snapshot writer was finished"));
+        };
+        match out.write(buf) {
+            Ok(n) => {
+                self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+                self.data_len += n as u64;
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                self.failed = Some(copy(&e));
+                Err(e)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if let Some(e) = &self.failed {
+            return Err(copy(e));
+        }
+        let Some(out) = self.out.as_mut() else {
+            return Ok(());
+        };
+        out.flush().inspect_err(|e| self.failed = Some(copy(e)))
+    }
+}
+
+impl Drop for SnapshotWriter<'_> {
+    fn drop(&mut self) {
+        if self.installed {
+            return;
+        }
+        if let Some(out) = self.out.take() {
+            // Not flushed: the file is going.
+            drop(out.into_parts());
+        }
+        match fs::remove_file(&self.tmp) {
+            Ok(()) => {
+                tracing::debug!(path = %self.tmp.display(), "removed an unfinished snapshot file")
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(
+                path = %self.tmp.display(),
+                error = %e,
+                "cannot remove an unfinished snapshot file (the next open removes it)"
+            ),
+        }
+    }
+}
+
+/// `io::Error` is not `Clone`: a copy with the same kind and message.
+fn copy(e: &io::Error) -> io::Error {
+    io::Error::new(e.kind(), e.to_string())
+}
