@@ -23,6 +23,15 @@ impl StateMachine for Sink {
     fn query(&self, _: &[u8]) -> Vec<u8> {
         self.0.to_le_bytes().to_vec()
     }
+    fn snapshot(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        out.write_all(&self.0.to_le_bytes())
+    }
+    fn restore(&mut self, input: &mut dyn std::io::Read) -> std::io::Result<()> {
+        let mut b = [0u8; 8];
+        input.read_exact(&mut b)?;
+        self.0 = u64::from_le_bytes(b);
+        Ok(())
+    }
 }
 
 fn main() {

@@ -9,21 +9,30 @@ use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use raft_core::{Config, EntryKind, Index, NodeId, ProposeError, ReadError, Role, Term};
+use raft_core::{
+    ConfChange, Config, ConfigEntry, EntryKind, Index, Membership, NodeId, ProposeError, ReadError,
+    Role, SnapshotMeta, Storage, Term, TransferError,
+};
 
-use super::frame::{self, Frame, Outcome};
-use super::{identity, Metrics, NodeConfig, NodeStatus, RequestError, StartError};
+use super::disk::Disk;
+use super::frame::{self, AdminOp, Frame, Outcome};
+use super::members::{self, Book};
+use super::{
+    identity, AdminError, MemberInfo, MemberRole, Metrics, NodeConfig, NodeStatus, RequestError,
+    StartError,
+};
+use crate::snapshot::SnapshotStore;
 use crate::state_machine::StateMachine;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::sync::{Inbox, Refused, Slot, Taken};
 use crate::transport::{SendError, Transport};
-use crate::wal::{SyncHandle, Wal, WalError};
+use crate::wal::{SyncHandle, Wal};
 
 /// The protocol core as this crate runs it: up to 9 members, 64 appends in flight per follower,
 /// and buffers sized for group commits of thousands of commands.
 pub(crate) type CoreNode =
-    raft_core::Node<Wal, 9, 64, 4096, { 2 * 1024 * 1024 }, { 4 * 1024 * 1024 }, 1024>;
+    raft_core::Node<Disk, 9, 64, 4096, { 2 * 1024 * 1024 }, { 4 * 1024 * 1024 }, 1024>;
 
 /// The largest single append the leader builds; a larger entry goes alone.
 const MAX_APPEND_BYTES: usize = 256 * 1024;
@@ -52,6 +61,23 @@ impl Drop for Responder {
     }
 }
 
+type AdminAnswer = Result<Index, AdminError>;
+
+/// [`Responder`] for membership changes, transfers and snapshots.
+pub(crate) struct AdminResponder(crate::sync::Arc<Slot<AdminAnswer>>);
+
+impl AdminResponder {
+    fn fill(&self, answer: AdminAnswer) -> bool {
+        self.0.fill(answer)
+    }
+}
+
+impl Drop for AdminResponder {
+    fn drop(&mut self) {
+        self.0.fill(Err(AdminError::Shutdown));
+    }
+}
+
 /// Locks the published state, recovering from poisoning (it is plain data, rewritten whole).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -67,6 +93,14 @@ pub(crate) enum Request {
         query: Vec<u8>,
         slot: Responder,
         deadline: Instant,
+    },
+    Admin {
+        op: AdminOp,
+        slot: AdminResponder,
+        deadline: Instant,
+    },
+    Snapshot {
+        slot: AdminResponder,
     },
 }
 
@@ -158,6 +192,30 @@ impl Shared {
         })
     }
 
+    fn submit_admin(
+        &self,
+        make: impl FnOnce(AdminResponder, Instant) -> Request,
+    ) -> Result<Index, AdminError> {
+        let slot = Slot::new();
+        let deadline = Instant::now() + self.request_timeout;
+        let request = make(AdminResponder(slot.clone()), deadline);
+        match self.inbox.push_request(request) {
+            Ok(()) => slot
+                .wait(Some(deadline + Duration::from_secs(60)))
+                .unwrap_or(Err(AdminError::Timeout)),
+            Err(Refused::Full(_)) => Err(AdminError::Busy),
+            Err(Refused::Shutdown(_)) => Err(AdminError::Shutdown),
+        }
+    }
+
+    pub(crate) fn admin(&self, op: AdminOp) -> Result<Index, AdminError> {
+        self.submit_admin(|slot, deadline| Request::Admin { op, slot, deadline })
+    }
+
+    pub(crate) fn snapshot(&self) -> Result<Index, AdminError> {
+        self.submit_admin(|slot, _| Request::Snapshot { slot })
+    }
+
     pub(crate) fn status(&self) -> NodeStatus {
         lock(&self.published).0.clone()
     }
@@ -171,10 +229,21 @@ impl Shared {
     }
 }
 
-/// Validates the configuration, recovers the log, binds the transport and spawns the thread.
+/// What recovery found on disk, for the node thread.
+struct Recovered {
+    disk: Disk,
+    /// The state machine restored from the snapshot, at this index (0: no snapshot).
+    applied: Index,
+    book: Book,
+    /// The founding voters (empty for a node that joins).
+    bootstrap: Vec<NodeId>,
+}
+
+/// Validates the configuration, recovers the snapshot and the log, binds the transport and
+/// spawns the thread.
 pub(crate) fn start<M: StateMachine>(
     config: NodeConfig,
-    sm: M,
+    mut sm: M,
 ) -> Result<(Arc<Shared>, JoinHandle<()>), StartError> {
     let members = check_config(&config)?;
     let own_addr = config
@@ -188,7 +257,43 @@ pub(crate) fn start<M: StateMachine>(
 
     identity::check_or_create(&config.data_dir, config.cluster_id, config.id)?;
     let dir_lock = identity::lock(&config.data_dir)?;
-    let (wal, recovery) = Wal::open(&config.data_dir.join("wal"), config.wal.clone())?;
+    let (snaps, latest) = SnapshotStore::open(&config.data_dir.join("snap"))?;
+    let mut book: Book = config.members.iter().copied().collect();
+    let mut meta = None;
+    if let Some(info) = &latest {
+        let Some((membership, snap_book)) = members::decode_meta(&info.meta) else {
+            return Err(StartError::Config(format!(
+                "snapshot {} has metadata this node cannot read",
+                info.path.display()
+            )));
+        };
+        book.extend(snap_book);
+        meta = Some(SnapshotMeta {
+            index: info.index,
+            term: info.term,
+            membership,
+            len: info.file_len,
+        });
+        let mut data = snaps.read_data()?;
+        sm.restore(&mut data).map_err(|e| {
+            StartError::Config(format!(
+                "the state machine refused snapshot {}: {e}",
+                info.path.display()
+            ))
+        })?;
+        tracing::info!(
+            id = config.id.0,
+            index = info.index.0,
+            term = info.term.0,
+            bytes = info.file_len,
+            "restored the snapshot"
+        );
+    }
+    let (wal, recovery) = Wal::open(
+        &config.data_dir.join("wal"),
+        config.wal.clone(),
+        latest.as_ref().map(|i| (i.index, i.term)),
+    )?;
     tracing::info!(
         id = config.id.0,
         entries = recovery.entries,
@@ -197,6 +302,28 @@ pub(crate) fn start<M: StateMachine>(
         commit = recovery.hard_state.commit.0,
         "recovered the log"
     );
+    // Addresses from the configuration entries after the snapshot, oldest first.
+    let mut i = wal.first_index();
+    while i <= wal.last_index() {
+        if let Ok(e) = wal.entry(i) {
+            if e.kind == EntryKind::Config {
+                learn_addresses(&mut book, e.data);
+            }
+        }
+        i = i.next();
+    }
+    let applied = latest.as_ref().map_or(Index(0), |i| i.index);
+    let last_index = wal.last_index();
+    let recovered = Recovered {
+        disk: Disk { wal, snaps, meta },
+        applied,
+        book: book.clone(),
+        bootstrap: if config.join {
+            Vec::new()
+        } else {
+            members.clone()
+        },
+    };
 
     let shared = Arc::new(Shared {
         id: config.id,
@@ -213,9 +340,12 @@ pub(crate) fn start<M: StateMachine>(
                 term: recovery.hard_state.term,
                 leader: None,
                 commit_index: recovery.hard_state.commit,
-                applied_index: Index(0),
-                last_index: raft_core::Storage::last_index(&wal),
+                applied_index: applied,
+                last_index,
                 members: members.clone(),
+                membership: Vec::new(),
+                snapshot_index: applied,
+                first_index: applied.next(),
             },
             Metrics::default(),
         )),
@@ -226,10 +356,10 @@ pub(crate) fn start<M: StateMachine>(
         syncs: Default::default(),
     });
 
-    let peers: Vec<(NodeId, SocketAddr)> = config
-        .members
+    // Everyone known for now; the node narrows this to its configuration once it runs.
+    let peers: Vec<(NodeId, SocketAddr)> = book
         .iter()
-        .copied()
+        .map(|(&id, &a)| (id, a))
         .filter(|(id, _)| *id != config.id)
         .collect();
     let weak = Arc::downgrade(&shared);
@@ -265,7 +395,7 @@ pub(crate) fn start<M: StateMachine>(
         .spawn(move || {
             // Held until the node thread ends: the directory is this node's while it runs.
             let _dir_lock = dir_lock;
-            run(config, members, wal, transport, sm, thread_shared, tx)
+            run(config, recovered, transport, sm, thread_shared, tx)
         })
         .map_err(StartError::Thread)?;
     // The core is built on the node thread (it lives on that thread's stack); wait for it.
@@ -280,6 +410,15 @@ pub(crate) fn start<M: StateMachine>(
             Err(StartError::Config(
                 "the node thread died while starting".into(),
             ))
+        }
+    }
+}
+
+/// Takes the addresses a configuration entry carries into `book`.
+fn learn_addresses(book: &mut Book, data: &[u8]) {
+    if let Ok(c) = ConfigEntry::decode(data) {
+        if let Some(b) = members::decode_book(c.context) {
+            book.extend(b);
         }
     }
 }
@@ -310,6 +449,9 @@ fn check_config(c: &NodeConfig) -> Result<Vec<NodeId>, StartError> {
     if c.request_timeout.is_zero() || c.max_pending_requests == 0 || c.max_queued_requests == 0 {
         return bad("request_timeout and request limits must be above 0".into());
     }
+    if c.snapshot_chunk_bytes == 0 || c.snapshot_chunk_bytes > 2 << 20 {
+        return bad("snapshot_chunk_bytes must be 1 byte to 2 MiB".into());
+    }
     Ok(ids)
 }
 
@@ -323,6 +465,38 @@ enum Waiter {
         id: u64,
         expires: Instant,
     },
+    /// A configuration change asked of this node.
+    Admin {
+        slot: AdminResponder,
+        deadline: Instant,
+    },
+    /// A configuration change a follower forwarded.
+    RemoteAdmin {
+        peer: NodeId,
+        id: u64,
+        expires: Instant,
+    },
+}
+
+/// Who waits for an admin request's outcome.
+enum AdminWaiter {
+    Local(AdminResponder),
+    Remote { peer: NodeId, id: u64 },
+}
+
+/// A leadership transfer under way on this (leading) node.
+struct TransferWait {
+    to: NodeId,
+    waiter: AdminWaiter,
+    deadline: Instant,
+}
+
+/// An admin request forwarded to the leader, awaiting its reply.
+struct AdminForwarded {
+    op: AdminOp,
+    slot: AdminResponder,
+    deadline: Instant,
+    to: NodeId,
 }
 
 struct Proposed {
@@ -381,6 +555,25 @@ struct Driver<M> {
     last_leader: Option<NodeId>,
     last_term: Term,
     metrics: Metrics,
+
+    /// Every member's address this node has heard of.
+    book: Book,
+    /// The peers the transport was last given.
+    transport_peers: Vec<(NodeId, SocketAddr)>,
+    /// The members named at start, reachable while this node has no configuration yet.
+    seeds: Vec<(NodeId, SocketAddr)>,
+    /// Admin requests waiting for a leader.
+    admin_unsent: VecDeque<(AdminOp, AdminResponder, Instant)>,
+    /// Admin requests forwarded to the leader, by request id.
+    admin_forwarded: HashMap<u64, AdminForwarded>,
+    transfers: Vec<TransferWait>,
+    /// The index of the latest snapshot, and the rules for taking the next.
+    last_snapshot: Index,
+    snapshot_entries: u64,
+    snapshot_bytes: u64,
+    log_keep_entries: u64,
+    /// The configuration last published in the status.
+    published_membership: Membership,
     failed: bool,
     /// The leader's deferred syncs go to the sync thread (see `handle_ready`).
     sync_tx: Option<std::sync::mpsc::Sender<(SyncHandle, Index, Term)>>,
@@ -389,14 +582,23 @@ struct Driver<M> {
 
 fn run<M: StateMachine>(
     config: NodeConfig,
-    members: Vec<NodeId>,
-    wal: Wal,
+    recovered: Recovered,
     transport: Transport,
     sm: M,
     shared: Arc<Shared>,
     started: std::sync::mpsc::Sender<Result<(), StartError>>,
 ) {
-    let mut core_config = Config::new(config.id, &members);
+    let Recovered {
+        disk,
+        applied,
+        book,
+        bootstrap,
+    } = recovered;
+    let last_snapshot = applied;
+    let mut core_config = Config::new(config.id, &bootstrap);
+    core_config.applied = applied;
+    core_config.max_snapshot_chunk = config.snapshot_chunk_bytes;
+    core_config.read_lease = config.read_lease;
     core_config.election_ticks = config.election_ticks;
     core_config.heartbeat_ticks = config.heartbeat_ticks;
     core_config.seed = if config.seed != 0 {
@@ -414,7 +616,7 @@ fn run<M: StateMachine>(
             + raft_core::message::MAX_HEADER_LEN
             + raft_core::message::ENTRY_OVERHEAD,
     );
-    let core = match CoreNode::new(&core_config, wal) {
+    let core = match CoreNode::new(&core_config, disk) {
         Ok(c) => {
             let _ = started.send(Ok(()));
             c
@@ -442,10 +644,21 @@ fn run<M: StateMachine>(
         reads_unsent: VecDeque::new(),
         reads_confirmed: VecDeque::new(),
         next_read_context: 1,
-        applied: Index(0),
+        applied,
         last_leader: None,
         last_term: Term(0),
         metrics: Metrics::default(),
+        book,
+        transport_peers: Vec::new(),
+        seeds: config.members.clone(),
+        admin_unsent: VecDeque::new(),
+        admin_forwarded: HashMap::new(),
+        transfers: Vec::new(),
+        last_snapshot,
+        snapshot_entries: config.snapshot_entries,
+        snapshot_bytes: config.snapshot_bytes,
+        log_keep_entries: config.log_keep_entries,
+        published_membership: Membership::empty(),
         failed: false,
         sync_tx: None,
         sync_thread: None,
@@ -463,6 +676,7 @@ fn run<M: StateMachine>(
         // Without it every sync runs on the node thread, as before: slower, not less safe.
         Err(e) => tracing::warn!(error = %e, "no sync thread; syncing inline"),
     }
+    d.sync_peers();
     d.event_loop();
 }
 
@@ -474,6 +688,9 @@ impl<M: StateMachine> Driver<M> {
             + self.reads.len()
             + self.reads_unsent.len()
             + self.reads_confirmed.len()
+            + self.admin_unsent.len()
+            + self.admin_forwarded.len()
+            + self.transfers.len()
     }
 
     fn event_loop(&mut self) {
@@ -508,9 +725,12 @@ impl<M: StateMachine> Driver<M> {
             }
             self.observe_leadership();
             self.flush_unsent();
+            self.flush_admin();
             while self.core.has_ready() && !self.failed {
                 self.handle_ready();
             }
+            self.sync_peers();
+            self.maybe_snapshot(false);
             self.publish();
             if taken == Taken::Shutdown || self.failed {
                 break;
@@ -531,12 +751,32 @@ impl<M: StateMachine> Driver<M> {
                 Request::Propose { slot, .. } | Request::Read { slot, .. } => {
                     slot.fill(Err(RequestError::Shutdown));
                 }
+                Request::Admin { slot, .. } | Request::Snapshot { slot } => {
+                    slot.fill(Err(AdminError::Shutdown));
+                }
             }
         }
         for (_, p) in std::mem::take(&mut self.proposed) {
-            if let Waiter::Local(u) = p.waiter {
+            match p.waiter {
                 // Its entry may still commit: the outcome is unknown.
-                u.slot.fill(Err(RequestError::Timeout));
+                Waiter::Local(u) => {
+                    u.slot.fill(Err(RequestError::Timeout));
+                }
+                Waiter::Admin { slot, .. } => {
+                    slot.fill(Err(AdminError::Timeout));
+                }
+                Waiter::Remote { .. } | Waiter::RemoteAdmin { .. } => {}
+            }
+        }
+        for (_, slot, _) in self.admin_unsent.drain(..) {
+            slot.fill(Err(AdminError::Shutdown));
+        }
+        for (_, f) in self.admin_forwarded.drain() {
+            f.slot.fill(Err(AdminError::Timeout));
+        }
+        for t in self.transfers.drain(..) {
+            if let AdminWaiter::Local(slot) = t.waiter {
+                slot.fill(Err(AdminError::Timeout));
             }
         }
         for u in self.unsent.drain(..) {
@@ -558,7 +798,7 @@ impl<M: StateMachine> Driver<M> {
         if let Some(t) = self.sync_thread.take() {
             let _ = t.join();
         }
-        if let Err(e) = self.core.storage_mut().sync() {
+        if let Err(e) = self.core.storage_mut().wal.sync() {
             tracing::error!(id = self.id.0, error = %e, "final log sync failed");
         }
         self.publish();
@@ -602,6 +842,15 @@ impl<M: StateMachine> Driver<M> {
                 deadline,
                 reached_leader: false,
             }),
+            Request::Admin { op, slot, deadline } => {
+                self.admin_unsent.push_back((op, slot, deadline));
+            }
+            Request::Snapshot { slot } => {
+                let r = self.maybe_snapshot(true).ok_or_else(|| {
+                    AdminError::Retry("nothing applied yet, or a snapshot failed".into())
+                });
+                slot.fill(r);
+            }
         }
     }
 
@@ -629,7 +878,24 @@ impl<M: StateMachine> Driver<M> {
                 id,
                 outcome,
                 response,
-            } => self.handle_forward_reply(id, outcome, response),
+            } => {
+                if self.admin_forwarded.contains_key(&id) {
+                    self.handle_admin_reply(id, outcome, response);
+                } else {
+                    self.handle_forward_reply(id, outcome, response);
+                }
+            }
+            Frame::Admin { id, op } => {
+                if self.pending() >= self.max_pending {
+                    self.reply(from, id, Outcome::Busy, b"");
+                } else {
+                    let waiter = AdminWaiter::Remote { peer: from, id };
+                    let deadline = Instant::now() + self.request_timeout;
+                    if let Err((waiter, e)) = self.execute_admin(op, waiter, deadline) {
+                        self.answer_admin(waiter, Err(e));
+                    }
+                }
+            }
         }
     }
 
@@ -668,7 +934,11 @@ impl<M: StateMachine> Driver<M> {
                 f.unsent.slot.fill(Ok(response.to_vec()));
             }
             // Not in the log: safe to send again (to whoever leads by then).
-            Outcome::Retry | Outcome::Busy => self.unsent.push_back(f.unsent),
+            Outcome::Retry | Outcome::Busy | Outcome::TryLater => self.unsent.push_back(f.unsent),
+            // Only admin requests are refused for good; a proposal never is.
+            Outcome::Invalid => {
+                f.unsent.slot.fill(Err(RequestError::Busy));
+            }
             Outcome::TooLarge => {
                 let len = f.unsent.command.len();
                 f.unsent
@@ -690,9 +960,14 @@ impl<M: StateMachine> Driver<M> {
     }
 
     fn lost(&mut self, w: Waiter) {
+        let lost = || Err(AdminError::Retry("lost to a change of leader".into()));
         match w {
             Waiter::Local(u) => self.unsent.push_back(u),
             Waiter::Remote { peer, id, .. } => self.reply(peer, id, Outcome::Retry, b""),
+            Waiter::Admin { slot, .. } => self.answer_admin(AdminWaiter::Local(slot), lost()),
+            Waiter::RemoteAdmin { peer, id, .. } => {
+                self.answer_admin(AdminWaiter::Remote { peer, id }, lost());
+            }
         }
     }
 
@@ -706,9 +981,321 @@ impl<M: StateMachine> Driver<M> {
         }
     }
 
+    /// Carries out a membership change or transfer on the leader. On failure the waiter comes
+    /// back with the error, for the caller to answer.
+    fn execute_admin(
+        &mut self,
+        op: AdminOp,
+        waiter: AdminWaiter,
+        deadline: Instant,
+    ) -> Result<(), (AdminWaiter, AdminError)> {
+        if self.core.role() != Role::Leader {
+            return Err((
+                waiter,
+                AdminError::Retry("this node is not the leader".into()),
+            ));
+        }
+        let membership = self.core.membership().clone();
+        let committed = self.core.status().commit;
+        let (change, new_addr) = match op {
+            AdminOp::AddLearner(id, addr) => {
+                if membership.contains(id) {
+                    // Asked again (a joining node retries): done already.
+                    self.answer_admin(waiter, Ok(committed));
+                    return Ok(());
+                }
+                (ConfChange::AddLearner(id), Some((id, addr)))
+            }
+            AdminOp::Promote(id) => match membership.get(id) {
+                Some(m) if m.voter => {
+                    self.answer_admin(waiter, Ok(committed));
+                    return Ok(());
+                }
+                Some(_) => (ConfChange::AddVoter(id), None),
+                None => {
+                    let why = format!("node {id} is not a member; add it as a learner first");
+                    return Err((waiter, AdminError::Invalid(why)));
+                }
+            },
+            AdminOp::Remove(id) => {
+                if !membership.contains(id) {
+                    self.answer_admin(waiter, Ok(committed));
+                    return Ok(());
+                }
+                (ConfChange::Remove(id), None)
+            }
+            AdminOp::Transfer(to) => {
+                if to == self.id {
+                    self.answer_admin(waiter, Ok(committed));
+                    return Ok(());
+                }
+                return match self.core.transfer_leadership(to) {
+                    Ok(()) => {
+                        self.transfers.push(TransferWait {
+                            to,
+                            waiter,
+                            deadline,
+                        });
+                        Ok(())
+                    }
+                    Err(e @ TransferError::NotVoter(_)) => {
+                        Err((waiter, AdminError::Invalid(e.to_string())))
+                    }
+                    Err(e) => Err((waiter, AdminError::Retry(e.to_string()))),
+                };
+            }
+        };
+        let target = match membership.apply(&[change]) {
+            Ok(t) => t,
+            Err(e) => return Err((waiter, AdminError::Invalid(e.to_string()))),
+        };
+        let mut book = self.book.clone();
+        if let Some((id, addr)) = new_addr {
+            book.insert(id, addr);
+        }
+        book.retain(|id, _| target.contains(*id));
+        match self
+            .core
+            .propose_conf_change(&[change], &members::encode_book(&book))
+        {
+            Ok(index) => {
+                tracing::info!(
+                    id = self.id.0,
+                    index = index.0,
+                    ?change,
+                    "proposed a membership change"
+                );
+                if let Some((id, addr)) = new_addr {
+                    self.book.insert(id, addr);
+                }
+                let waiter = match waiter {
+                    AdminWaiter::Local(slot) => Waiter::Admin { slot, deadline },
+                    AdminWaiter::Remote { peer, id } => Waiter::RemoteAdmin {
+                        peer,
+                        id,
+                        expires: Instant::now() + 2 * self.request_timeout,
+                    },
+                };
+                self.insert_proposed(index, waiter);
+                Ok(())
+            }
+            Err(e @ (ProposeError::InvalidConfChange(_) | ProposeError::TooLarge { .. })) => {
+                Err((waiter, AdminError::Invalid(e.to_string())))
+            }
+            Err(e) => Err((waiter, AdminError::Retry(e.to_string()))),
+        }
+    }
+
+    fn answer_admin(&mut self, waiter: AdminWaiter, answer: AdminAnswer) {
+        match waiter {
+            AdminWaiter::Local(slot) => {
+                slot.fill(answer);
+            }
+            AdminWaiter::Remote { peer, id } => {
+                let (outcome, body) = match answer {
+                    Ok(index) => (Outcome::Applied, index.0.to_le_bytes().to_vec()),
+                    Err(AdminError::Invalid(why)) => (Outcome::Invalid, why.into_bytes()),
+                    Err(AdminError::Retry(why)) if why.contains("not the leader") => {
+                        (Outcome::Retry, Vec::new())
+                    }
+                    Err(AdminError::Retry(why)) => (Outcome::TryLater, why.into_bytes()),
+                    Err(AdminError::Busy) => (Outcome::Busy, Vec::new()),
+                    Err(e) => (Outcome::TryLater, e.to_string().into_bytes()),
+                };
+                self.reply(peer, id, outcome, &body);
+            }
+        }
+    }
+
+    fn handle_admin_reply(&mut self, id: u64, outcome: Outcome, response: &[u8]) {
+        let Some(f) = self.admin_forwarded.remove(&id) else {
+            return;
+        };
+        let why = || String::from_utf8_lossy(response).into_owned();
+        match outcome {
+            Outcome::Applied => {
+                let index = response
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_le_bytes)
+                    .unwrap_or(0);
+                f.slot.fill(Ok(Index(index)));
+            }
+            // The receiver does not lead: send it again, to whoever does.
+            Outcome::Retry | Outcome::Busy => {
+                self.admin_unsent.push_back((f.op, f.slot, f.deadline));
+            }
+            Outcome::TryLater => {
+                f.slot.fill(Err(AdminError::Retry(why())));
+            }
+            Outcome::Invalid | Outcome::TooLarge => {
+                f.slot.fill(Err(AdminError::Invalid(why())));
+            }
+        }
+    }
+
+    /// Hands waiting admin requests to the core (on the leader) or to the leader.
+    fn flush_admin(&mut self) {
+        if self.admin_unsent.is_empty() {
+            return;
+        }
+        let leader = self.core.leader();
+        let is_leader = self.core.role() == Role::Leader;
+        let mut keep = VecDeque::new();
+        while let Some((op, slot, deadline)) = self.admin_unsent.pop_front() {
+            if is_leader {
+                if let Err((w, e)) = self.execute_admin(op, AdminWaiter::Local(slot), deadline) {
+                    self.answer_admin(w, Err(e));
+                }
+            } else if let Some(leader) = leader {
+                let id = self.next_forward_id;
+                self.next_forward_id += 1;
+                match self
+                    .transport
+                    .send_vec(leader, frame::encode_admin(id, &op))
+                {
+                    Ok(()) => {
+                        self.admin_forwarded.insert(
+                            id,
+                            AdminForwarded {
+                                op,
+                                slot,
+                                deadline,
+                                to: leader,
+                            },
+                        );
+                    }
+                    Err(_) => keep.push_back((op, slot, deadline)),
+                }
+            } else {
+                keep.push_back((op, slot, deadline));
+            }
+        }
+        self.admin_unsent = keep;
+    }
+
+    /// Answers the transfers that completed (the target leads) or aborted (this node still
+    /// leads and the core gave up).
+    fn check_transfers(&mut self) {
+        if self.transfers.is_empty() {
+            return;
+        }
+        let status = self.core.status();
+        let now = Instant::now();
+        for t in std::mem::take(&mut self.transfers) {
+            let answer = if status.leader == Some(t.to) {
+                Some(Ok(Index(0)))
+            } else if status.role == Role::Leader && status.transferee != Some(t.to) {
+                Some(Err(AdminError::Retry(format!(
+                    "the transfer to {} did not complete within an election timeout",
+                    t.to
+                ))))
+            } else if t.deadline <= now {
+                Some(Err(AdminError::Timeout))
+            } else {
+                None
+            };
+            match answer {
+                Some(a) => self.answer_admin(t.waiter, a),
+                None => self.transfers.push(t),
+            }
+        }
+    }
+
+    /// Gives the transport the members of the configuration in effect (or, before this node
+    /// has one, the members it was started with).
+    fn sync_peers(&mut self) {
+        let m = self.core.membership();
+        let mut want: Vec<(NodeId, SocketAddr)> = if m.is_empty() {
+            self.seeds.clone()
+        } else {
+            m.members()
+                .iter()
+                .filter_map(|x| self.book.get(&x.id).map(|a| (x.id, *a)))
+                .collect()
+        };
+        want.retain(|(id, _)| *id != self.id);
+        want.sort();
+        if want != self.transport_peers {
+            tracing::info!(id = self.id.0, peers = ?want, "peers changed");
+            if let Err(e) = self.transport.set_peers(&want) {
+                tracing::warn!(id = self.id.0, error = %e, "could not update the peers");
+            }
+            self.transport_peers = want;
+        }
+    }
+
+    /// Takes a snapshot if the log has grown past the configured bounds (or if `force`), and
+    /// compacts the log below it. Returns the latest snapshot's index, if one was taken or
+    /// (when forced) already covers everything applied.
+    fn maybe_snapshot(&mut self, force: bool) -> Option<Index> {
+        let applied = self.applied;
+        if applied <= self.last_snapshot {
+            return (force && self.last_snapshot > Index(0)).then_some(self.last_snapshot);
+        }
+        if !force {
+            let since = applied.0 - self.last_snapshot.0;
+            let by_count = self.snapshot_entries > 0 && since >= self.snapshot_entries;
+            let by_bytes = self.snapshot_bytes > 0
+                && self.core.storage().wal.bytes_held() >= self.snapshot_bytes;
+            if !by_count && !by_bytes {
+                return None;
+            }
+        }
+        let meta = self.core.snapshot_point()?;
+        let mut book = self.book.clone();
+        book.retain(|id, _| meta.membership.contains(*id));
+        let encoded = members::encode_meta(&meta.membership, &book);
+        let started = Instant::now();
+        let Driver { core, sm, .. } = self;
+        let disk = core.storage_mut();
+        let written = disk
+            .snaps
+            .create(meta.index, meta.term, &encoded)
+            .map_err(|e| e.to_string())
+            .and_then(|mut w| {
+                sm.snapshot(&mut w)
+                    .map_err(|e| format!("the state machine failed: {e}"))?;
+                w.finish().map_err(|e| e.to_string())
+            });
+        // Retried only after as many entries again, not on every turn of the loop.
+        self.last_snapshot = applied;
+        let info = match written {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::error!(id = self.id.0, index = meta.index.0, error = %e, "snapshot failed");
+                return None;
+            }
+        };
+        let disk = self.core.storage_mut();
+        disk.meta = Some(SnapshotMeta {
+            len: info.file_len,
+            ..meta.clone()
+        });
+        let keep = Index(meta.index.0.saturating_sub(self.log_keep_entries));
+        if keep >= disk.wal.first_index() {
+            if let Ok(term) = disk.wal.term(keep) {
+                if let Err(e) = disk.wal.compact(keep, term) {
+                    tracing::error!(id = self.id.0, error = %e, "log compaction failed");
+                }
+            }
+        }
+        self.metrics.snapshots_taken += 1;
+        tracing::info!(
+            id = self.id.0,
+            index = meta.index.0,
+            bytes = info.file_len,
+            millis = started.elapsed().as_millis() as u64,
+            compacted_through = keep.0,
+            "took a snapshot"
+        );
+        Some(meta.index)
+    }
+
     /// Notices a change of leader or term: proposals waiting for a leader can go now, and
     /// reads the old leader never confirmed are asked again.
     fn observe_leadership(&mut self) {
+        self.check_transfers();
         let leader = self.core.leader();
         let term = self.core.term();
         if leader == self.last_leader && term == self.last_term {
@@ -738,6 +1325,22 @@ impl<M: StateMachine> Driver<M> {
                     f.unsent.slot.fill(Err(RequestError::Timeout));
                 }
             }
+        }
+        // Admin requests forwarded to another leader than the one known now will get no
+        // answer; a transfer that ends with its target leading did what it was asked.
+        if let Some(now) = leader {
+            self.admin_forwarded.retain(|_, f| {
+                if f.to == now {
+                    return true;
+                }
+                let done = matches!(f.op, AdminOp::Transfer(to) if to == now);
+                f.slot.fill(if done {
+                    Ok(Index(0))
+                } else {
+                    Err(AdminError::Timeout)
+                });
+                false
+            });
         }
         self.last_leader = leader;
         self.last_term = term;
@@ -844,8 +1447,26 @@ impl<M: StateMachine> Driver<M> {
                 fail(&u.slot, RequestError::Timeout);
                 false
             }
-            Waiter::Remote { expires, .. } => *expires > now,
-            Waiter::Local(_) => true,
+            Waiter::Admin { slot, deadline } if *deadline <= now => {
+                slot.fill(Err(AdminError::Timeout));
+                false
+            }
+            Waiter::Remote { expires, .. } | Waiter::RemoteAdmin { expires, .. } => *expires > now,
+            Waiter::Local(_) | Waiter::Admin { .. } => true,
+        });
+        self.admin_unsent.retain(|(_, slot, deadline)| {
+            let expired = *deadline <= now;
+            if expired {
+                slot.fill(Err(AdminError::NoLeader));
+            }
+            !expired
+        });
+        self.admin_forwarded.retain(|_, f| {
+            let expired = f.deadline <= now;
+            if expired {
+                f.slot.fill(Err(AdminError::Timeout));
+            }
+            !expired
         });
         self.reads.retain(|_, r| {
             let expired = r.deadline <= now;
@@ -884,11 +1505,13 @@ impl<M: StateMachine> Driver<M> {
             metrics,
             applied,
             sync_tx,
+            book,
             ..
         } = self;
         let mut unreachable: Vec<NodeId> = Vec::new();
         let mut lost: Vec<Waiter> = Vec::new();
-        let mut failure: Option<WalError> = None;
+        let mut failure: Option<String> = None;
+        let mut installed: Option<(Index, Book)> = None;
         let is_leader = core.role() == Role::Leader;
         let mut deferred = false;
         {
@@ -905,12 +1528,28 @@ impl<M: StateMachine> Driver<M> {
             for m in rd.messages.iter() {
                 send_raft(transport, m.to, m.bytes, metrics, &mut unreachable);
             }
-            // 2. Persist hard state and entries: buffered into the log here, synced below.
-            if let Some(hs) = rd.hard_state {
-                rd.storage.set_hard_state(hs);
+            // 2. A snapshot chunk from the leader: write it, and install the snapshot when it
+            // is the last (the log is discarded and the state machine restored from it).
+            if let Some(chunk) = rd.snapshot {
+                match install_chunk(rd.storage, sm, &chunk) {
+                    Ok(Some(b)) => installed = Some((chunk.index, b)),
+                    Ok(None) => {}
+                    Err(e) => failure = Some(format!("installing snapshot {}: {e}", chunk.index)),
+                }
             }
-            if let Err(e) = rd.storage.append(rd.entries) {
-                failure = Some(e);
+            // Persist hard state and entries: buffered into the log here, synced below.
+            if let Some(hs) = rd.hard_state {
+                rd.storage.wal.set_hard_state(hs);
+            }
+            for e in rd.entries.iter() {
+                if e.kind == EntryKind::Config {
+                    learn_addresses(book, e.data);
+                }
+            }
+            if failure.is_none() {
+                if let Err(e) = rd.storage.wal.append(rd.entries) {
+                    failure = Some(e.to_string());
+                }
             }
             if failure.is_none() {
                 // 4. Apply, before the sync: committed entries are durable on a quorum
@@ -943,6 +1582,11 @@ impl<M: StateMachine> Driver<M> {
                         };
                         if first == entry.index.0 && p.term == entry.term {
                             let response = response.take().unwrap_or_default();
+                            let remote = |peer: NodeId, reply: Vec<u8>, metrics: &mut Metrics| {
+                                if transport.send_vec(peer, reply).is_err() {
+                                    metrics.messages_dropped += 1;
+                                }
+                            };
                             match p.waiter {
                                 Waiter::Local(u) => {
                                     u.slot.fill(Ok(response));
@@ -951,9 +1595,15 @@ impl<M: StateMachine> Driver<M> {
                                     // Answered now, like local clients, not after the sync.
                                     let reply =
                                         frame::encode_reply(id, Outcome::Applied, &response);
-                                    if transport.send_vec(peer, reply).is_err() {
-                                        metrics.messages_dropped += 1;
-                                    }
+                                    remote(peer, reply, metrics);
+                                }
+                                Waiter::Admin { slot, .. } => {
+                                    slot.fill(Ok(entry.index));
+                                }
+                                Waiter::RemoteAdmin { peer, id, .. } => {
+                                    let index = entry.index.0.to_le_bytes();
+                                    let reply = frame::encode_reply(id, Outcome::Applied, &index);
+                                    remote(peer, reply, metrics);
                                 }
                             }
                         } else {
@@ -969,14 +1619,14 @@ impl<M: StateMachine> Driver<M> {
                 }
             }
             if failure.is_none() && defer {
-                match rd.storage.write() {
+                match rd.storage.wal.write() {
                     Ok(Some(handle)) => {
                         if let (Some(tx), Some((index, term))) = (sync_tx.as_ref(), last) {
                             deferred = tx.send((handle, index, term)).is_ok();
                         }
                     }
                     Ok(None) => {}
-                    Err(e) => failure = Some(e),
+                    Err(e) => failure = Some(e.to_string()),
                 }
             }
             // Make step 2 durable: one write and one fdatasync for the whole batch.
@@ -984,7 +1634,7 @@ impl<M: StateMachine> Driver<M> {
                 && !deferred
                 && (rd.must_sync() || !rd.persisted_messages.is_empty())
             {
-                match rd.storage.sync() {
+                match rd.storage.wal.sync() {
                     Ok(stats) => {
                         if stats.synced {
                             metrics.fsyncs += 1;
@@ -994,7 +1644,7 @@ impl<M: StateMachine> Driver<M> {
                         }
                         metrics.wal_bytes += stats.bytes;
                     }
-                    Err(e) => failure = Some(e),
+                    Err(e) => failure = Some(e.to_string()),
                 }
             }
             if failure.is_none() {
@@ -1007,10 +1657,35 @@ impl<M: StateMachine> Driver<M> {
         if let Some(e) = failure {
             // An I/O error on the log cannot be retried safely (a failed fsync may have
             // dropped the dirty pages): stop rather than acknowledge what may not be durable.
-            tracing::error!(id = self.id.0, error = %e, "the log failed; the node stops");
+            // A snapshot that cannot be installed stops the node the same way; on restart the
+            // partial transfer is discarded and the leader sends the snapshot again.
+            tracing::error!(id = self.id.0, error = %e, "the storage failed; the node stops");
             self.failed = true;
             self.shared.inbox.shutdown();
             return;
+        }
+        if let Some((index, b)) = installed {
+            self.book.extend(b);
+            self.applied = index;
+            self.last_snapshot = index;
+            self.metrics.snapshots_installed += 1;
+            tracing::info!(
+                id = self.id.0,
+                index = index.0,
+                "installed a snapshot from the leader"
+            );
+            // Whatever this node had proposed is covered by the snapshot or gone: unknown.
+            for (_, p) in std::mem::take(&mut self.proposed) {
+                match p.waiter {
+                    Waiter::Local(u) => {
+                        u.slot.fill(Err(RequestError::Timeout));
+                    }
+                    Waiter::Admin { slot, .. } => {
+                        slot.fill(Err(AdminError::Timeout));
+                    }
+                    Waiter::Remote { .. } | Waiter::RemoteAdmin { .. } => {}
+                }
+            }
         }
         if deferred {
             self.core.advance_unsynced();
@@ -1055,6 +1730,7 @@ impl<M: StateMachine> Driver<M> {
         m.fsync_micros_max = m.fsync_micros_max.max(sync(2));
         m.elections = c.campaigns;
         m.became_leader = c.became_leader;
+        m.snapshots_sent = c.snapshots_sent;
         m.messages_dropped = self.metrics.messages_dropped
             + c.messages_dropped
             + t.dropped_queue_full
@@ -1074,8 +1750,73 @@ impl<M: StateMachine> Driver<M> {
         status.commit_index = s.commit;
         status.applied_index = self.applied;
         status.last_index = s.last_index;
+        status.first_index = s.first_index;
+        status.snapshot_index = self.last_snapshot;
+        let membership = self.core.membership();
+        if *membership != self.published_membership || status.membership.is_empty() {
+            status.members = membership
+                .members()
+                .iter()
+                .filter(|m| m.voter || m.outgoing)
+                .map(|m| m.id)
+                .collect();
+            status.membership = membership
+                .members()
+                .iter()
+                .map(|m| MemberInfo {
+                    id: m.id,
+                    addr: self.book.get(&m.id).copied(),
+                    role: match (m.voter, m.outgoing, membership.is_joint()) {
+                        (true, true, _) | (true, false, false) => MemberRole::Voter,
+                        (true, false, true) => MemberRole::Joining,
+                        (false, true, _) => MemberRole::Leaving,
+                        (false, false, _) => MemberRole::Learner,
+                    },
+                })
+                .collect();
+            self.published_membership = membership.clone();
+        }
         p.1 = m;
     }
+}
+
+/// Writes a received snapshot chunk; on the last one verifies the whole file, makes it the
+/// latest snapshot, resets the log to it and restores the state machine from it. Returns the
+/// snapshot's address book once installed.
+fn install_chunk<M: StateMachine>(
+    disk: &mut Disk,
+    sm: &mut M,
+    chunk: &raft_core::SnapshotChunk<'_>,
+) -> Result<Option<Book>, String> {
+    let s = |e: crate::snapshot::SnapshotError| e.to_string();
+    if chunk.offset == 0 {
+        disk.snaps.receive(chunk.index, chunk.term).map_err(s)?;
+    }
+    disk.snaps
+        .write_chunk(chunk.offset, chunk.data)
+        .map_err(s)?;
+    if !chunk.is_last() {
+        return Ok(None);
+    }
+    let info = disk.snaps.finish_receive().map_err(s)?;
+    let (membership, book) =
+        members::decode_meta(&info.meta).ok_or("the snapshot's metadata does not decode")?;
+    if &membership != chunk.membership {
+        return Err("the snapshot's configuration is not the one the leader announced".into());
+    }
+    disk.wal
+        .reset(chunk.index, chunk.term)
+        .map_err(|e| e.to_string())?;
+    disk.meta = Some(SnapshotMeta {
+        index: chunk.index,
+        term: chunk.term,
+        membership,
+        len: info.file_len,
+    });
+    let mut data = disk.snaps.read_data().map_err(s)?;
+    sm.restore(&mut data)
+        .map_err(|e| format!("the state machine refused it: {e}"))?;
+    Ok(Some(book))
 }
 
 /// The sync thread: `fdatasync`s the leader's deferred writes, as many at once as have queued

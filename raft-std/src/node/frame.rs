@@ -3,16 +3,31 @@
 //! ```text
 //! [0] raft-core message bytes                       a Raft message (raft_core::message)
 //! [1] request id: u64 LE, command bytes             a follower forwards a proposal to the leader
-//! [2] request id: u64 LE, outcome: u8, response     the leader's answer to a forwarded proposal
+//! [2] request id: u64 LE, outcome: u8, response     the leader's answer to a forwarded request
+//! [3] request id: u64 LE, op: u8, member: u64 LE, address (UTF-8, may be empty)
+//!                                                    a follower forwards a membership change or
+//!                                                    a leadership transfer to the leader
 //! ```
 //!
-//! Outcomes: 0 applied (the state machine's response follows), 1 not committed and safe to
-//! retry (lost to a leader change, or the receiver is not the leader), 2 busy (retry later),
-//! 3 too large (final).
+//! Outcomes: 0 applied (the state machine's response follows, or for an admin request the
+//! entry's index as u64 LE), 1 not committed and safe to retry (lost to a leader change, or
+//! the receiver is not the leader), 2 busy (retry later), 3 too large (final), 4 refused for
+//! now, retry later (a reason follows, UTF-8), 5 refused for good (a reason follows).
+//! Admin ops: 1 add learner, 2 promote, 3 remove, 4 transfer leadership.
 
 pub(crate) const RAFT: u8 = 0;
 pub(crate) const FORWARD: u8 = 1;
 pub(crate) const FORWARD_REPLY: u8 = 2;
+pub(crate) const ADMIN: u8 = 3;
+
+/// A membership change or transfer, as forwarded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum AdminOp {
+    AddLearner(raft_core::NodeId, std::net::SocketAddr),
+    Promote(raft_core::NodeId),
+    Remove(raft_core::NodeId),
+    Transfer(raft_core::NodeId),
+}
 
 /// How a forwarded proposal ended, as the leader reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,6 +36,8 @@ pub(crate) enum Outcome {
     Retry,
     Busy,
     TooLarge,
+    TryLater,
+    Invalid,
 }
 
 impl Outcome {
@@ -30,6 +47,8 @@ impl Outcome {
             Outcome::Retry => 1,
             Outcome::Busy => 2,
             Outcome::TooLarge => 3,
+            Outcome::TryLater => 4,
+            Outcome::Invalid => 5,
         }
     }
 
@@ -39,6 +58,8 @@ impl Outcome {
             1 => Outcome::Retry,
             2 => Outcome::Busy,
             3 => Outcome::TooLarge,
+            4 => Outcome::TryLater,
+            5 => Outcome::Invalid,
             _ => return None,
         })
     }
@@ -56,6 +77,10 @@ pub(crate) enum Frame<'a> {
         id: u64,
         outcome: Outcome,
         response: &'a [u8],
+    },
+    Admin {
+        id: u64,
+        op: AdminOp,
     },
 }
 
@@ -81,6 +106,29 @@ impl<'a> Frame<'a> {
                     outcome,
                     response,
                 })
+            }
+            ADMIN => {
+                let (id, rest) = split_u64(rest)?;
+                let (&op, rest) = rest.split_first().ok_or(BadFrame)?;
+                let (member, addr) = split_u64(rest)?;
+                let member = raft_core::NodeId(member);
+                let op = match op {
+                    1 => {
+                        let addr = std::str::from_utf8(addr)
+                            .ok()
+                            .and_then(|a| a.parse().ok())
+                            .ok_or(BadFrame)?;
+                        AdminOp::AddLearner(member, addr)
+                    }
+                    2 => AdminOp::Promote(member),
+                    3 => AdminOp::Remove(member),
+                    4 => AdminOp::Transfer(member),
+                    _ => return Err(BadFrame),
+                };
+                if !matches!(op, AdminOp::AddLearner(..)) && !addr.is_empty() {
+                    return Err(BadFrame);
+                }
+                Ok(Frame::Admin { id, op })
             }
             _ => Err(BadFrame),
         }
@@ -122,6 +170,22 @@ pub(crate) fn encode_reply(id: u64, outcome: Outcome, response: &[u8]) -> Vec<u8
     out
 }
 
+pub(crate) fn encode_admin(id: u64, op: &AdminOp) -> Vec<u8> {
+    let (code, member, addr) = match op {
+        AdminOp::AddLearner(m, a) => (1, *m, a.to_string()),
+        AdminOp::Promote(m) => (2, *m, String::new()),
+        AdminOp::Remove(m) => (3, *m, String::new()),
+        AdminOp::Transfer(m) => (4, *m, String::new()),
+    };
+    let mut out = Vec::with_capacity(18 + addr.len());
+    out.push(ADMIN);
+    out.extend_from_slice(&id.to_le_bytes());
+    out.push(code);
+    out.extend_from_slice(&member.0.to_le_bytes());
+    out.extend_from_slice(addr.as_bytes());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +207,8 @@ mod tests {
             Outcome::Retry,
             Outcome::Busy,
             Outcome::TooLarge,
+            Outcome::TryLater,
+            Outcome::Invalid,
         ] {
             let b = encode_reply(u64::MAX, outcome, b"r");
             assert_eq!(
@@ -154,6 +220,42 @@ mod tests {
                 })
             );
         }
+    }
+
+    #[test]
+    fn admin_round_trip() {
+        use raft_core::NodeId;
+        for op in [
+            AdminOp::AddLearner(NodeId(4), "127.0.0.1:9".parse().expect("addr")),
+            AdminOp::Promote(NodeId(4)),
+            AdminOp::Remove(NodeId(1)),
+            AdminOp::Transfer(NodeId(2)),
+        ] {
+            let b = encode_admin(3, &op);
+            assert_eq!(
+                Frame::decode(&b),
+                Ok(Frame::Admin {
+                    id: 3,
+                    op: op.clone()
+                })
+            );
+            for cut in 0..18 {
+                assert_eq!(Frame::decode(&b[..cut]), Err(BadFrame), "{op:?} cut {cut}");
+            }
+        }
+        let mut b = encode_admin(3, &AdminOp::Promote(NodeId(4)));
+        b.push(b'x');
+        assert_eq!(Frame::decode(&b), Err(BadFrame));
+        let mut b = encode_admin(3, &AdminOp::Promote(NodeId(4)));
+        b[9] = 9;
+        assert_eq!(Frame::decode(&b), Err(BadFrame));
+        let mut b = encode_admin(
+            3,
+            &AdminOp::AddLearner(NodeId(4), "127.0.0.1:9".parse().expect("addr")),
+        );
+        b.truncate(b.len() - 2);
+        b.push(b'z');
+        assert_eq!(Frame::decode(&b), Err(BadFrame));
     }
 
     #[test]

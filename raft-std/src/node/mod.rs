@@ -4,9 +4,11 @@
 //! thread takes everything queued at once, proposes it all, and writes the whole batch with one
 //! `fdatasync`: that is the group commit, and it is why throughput grows with clients.
 
+mod disk;
 mod driver;
 mod frame;
 mod identity;
+mod members;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -31,9 +33,29 @@ pub struct NodeConfig {
     /// Shared by every member and checked in the transport handshake, so that a node of
     /// another cluster is refused.
     pub cluster_id: u64,
-    /// Every voting member with its Raft address, this node included. The node listens on its
-    /// own address.
+    /// The members with their Raft addresses, this node included; the node listens on its own
+    /// address. For a new cluster these are its founding voters. Once the log or a snapshot
+    /// holds a configuration (after the first membership change), that configuration wins and
+    /// this list only supplies addresses. With `join`, the known members of the cluster to
+    /// join (any subset: the configuration and addresses arrive with the log).
     pub members: Vec<(NodeId, SocketAddr)>,
+    /// Start with no configuration, waiting to be added to an existing cluster (as a learner,
+    /// with [`NodeHandle::add_learner`] on a member): the node never campaigns until a
+    /// configuration makes it a voter. Default false.
+    pub join: bool,
+    /// Take a snapshot (and compact the log) once this many entries were applied since the
+    /// last one; 0: never by count. Default 100 000.
+    pub snapshot_entries: u64,
+    /// Take a snapshot once the log holds this many bytes; 0: never by size. Default 256 MiB.
+    pub snapshot_bytes: u64,
+    /// Entries kept in the log below a snapshot, so that a follower a little behind catches up
+    /// from the log rather than by a whole snapshot. Default 1000.
+    pub log_keep_entries: u64,
+    /// The most snapshot bytes in one message to a follower. Default 1 MiB.
+    pub snapshot_chunk_bytes: usize,
+    /// Serve reads from the leader's lease instead of a heartbeat round (see raft-core's
+    /// `Config::read_lease` for the clock assumption this rests on). Default false.
+    pub read_lease: bool,
     /// Where the write-ahead log lives. Restarting with the same directory recovers the node.
     pub data_dir: PathBuf,
     /// The tick interval. Default 20 ms.
@@ -80,6 +102,12 @@ impl NodeConfig {
             id,
             cluster_id,
             members,
+            join: false,
+            snapshot_entries: 100_000,
+            snapshot_bytes: 256 << 20,
+            log_keep_entries: 1000,
+            snapshot_chunk_bytes: 1 << 20,
+            read_lease: false,
             data_dir: data_dir.into(),
             tick: Duration::from_millis(20),
             election_ticks: 10,
@@ -136,6 +164,88 @@ impl fmt::Display for RequestError {
 
 impl std::error::Error for RequestError {}
 
+/// Why a membership change, transfer or snapshot request did not complete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// No leader could be reached within the request timeout.
+    NoLeader,
+    /// The request reached the leader but did not complete in time; it may still take effect.
+    Timeout,
+    /// Not now, retry: a change is in flight, the learner has not caught up, a transfer is
+    /// under way or aborted.
+    Retry(String),
+    /// Refused for good: the change is not valid for the current configuration.
+    Invalid(String),
+    /// The node's queues are full.
+    Busy,
+    /// The node has shut down.
+    Shutdown,
+}
+
+impl fmt::Display for AdminError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AdminError::NoLeader => f.write_str("no leader could be reached"),
+            AdminError::Timeout => f.write_str("the outcome is unknown (timed out)"),
+            AdminError::Retry(why) => write!(f, "not now, retry: {why}"),
+            AdminError::Invalid(why) => write!(f, "refused: {why}"),
+            AdminError::Busy => f.write_str("the node is busy; retry"),
+            AdminError::Shutdown => f.write_str("the node has shut down"),
+        }
+    }
+}
+
+impl std::error::Error for AdminError {}
+
+impl From<RequestError> for AdminError {
+    fn from(e: RequestError) -> Self {
+        match e {
+            RequestError::NoLeader => AdminError::NoLeader,
+            RequestError::Timeout => AdminError::Timeout,
+            RequestError::Busy => AdminError::Busy,
+            RequestError::Shutdown => AdminError::Shutdown,
+            RequestError::TooLarge { .. } => AdminError::Invalid(e.to_string()),
+        }
+    }
+}
+
+/// A member's part in the configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MemberRole {
+    /// Votes.
+    Voter,
+    /// Receives the log; does not vote.
+    Learner,
+    /// During a change: a voter of the new configuration only.
+    Joining,
+    /// During a change: a voter of the old configuration only, leaving.
+    Leaving,
+}
+
+impl MemberRole {
+    /// Lower-case name: voter, learner, joining, leaving.
+    pub fn name(self) -> &'static str {
+        match self {
+            MemberRole::Voter => "voter",
+            MemberRole::Learner => "learner",
+            MemberRole::Joining => "joining",
+            MemberRole::Leaving => "leaving",
+        }
+    }
+}
+
+/// One member as this node knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Its id.
+    pub id: NodeId,
+    /// Its Raft address, if known.
+    pub addr: Option<SocketAddr>,
+    /// Its part in the configuration.
+    pub role: MemberRole,
+}
+
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -174,6 +284,9 @@ pub enum StartError {
     /// The write-ahead log could not be recovered.
     #[error(transparent)]
     Wal(#[from] WalError),
+    /// The snapshots could not be recovered.
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
     /// The transport could not start (for example, the address is in use).
     #[error(transparent)]
     Transport(#[from] TransportError),
@@ -200,8 +313,15 @@ pub struct NodeStatus {
     pub applied_index: Index,
     /// Last index in the log.
     pub last_index: Index,
-    /// The voting members.
+    /// The voting members (of both halves during a change).
     pub members: Vec<NodeId>,
+    /// Every member with its role and address: the configuration in effect (the latest in
+    /// this node's log).
+    pub membership: Vec<MemberInfo>,
+    /// The index of the latest snapshot (0 if none).
+    pub snapshot_index: Index,
+    /// The first index still in the log.
+    pub first_index: Index,
 }
 
 /// Counters an operator watches; monotonic except where noted.
@@ -235,6 +355,12 @@ pub struct Metrics {
     pub messages_refused: u64,
     /// Requests that failed with `Timeout`.
     pub timeouts: u64,
+    /// Snapshots this node took.
+    pub snapshots_taken: u64,
+    /// Snapshots this node received from a leader and installed.
+    pub snapshots_installed: u64,
+    /// Snapshots this node sent to followers (to the end).
+    pub snapshots_sent: u64,
 }
 
 /// A running member. Dropping it shuts it down (as [`Node::shutdown`] does).
@@ -341,6 +467,39 @@ impl NodeHandle {
     pub async fn read_async(&self, query: &[u8]) -> Result<Vec<u8>, RequestError> {
         let pending = self.shared.read(query)?;
         pending.await
+    }
+
+    /// Adds `id`, listening at `addr`, as a learner: it receives the log (or a snapshot) but
+    /// does not vote. Returns the configuration entry's index once it is committed. From a
+    /// follower the request is forwarded to the leader.
+    pub fn add_learner(&self, id: NodeId, addr: SocketAddr) -> Result<Index, AdminError> {
+        self.shared.admin(frame::AdminOp::AddLearner(id, addr))
+    }
+
+    /// Makes learner `id` a voter, once it has caught up with the leader's log (otherwise
+    /// [`AdminError::Retry`]). The change goes through the joint configuration; this returns
+    /// once the first of its two entries is committed.
+    pub fn promote(&self, id: NodeId) -> Result<Index, AdminError> {
+        self.shared.admin(frame::AdminOp::Promote(id))
+    }
+
+    /// Removes member `id` (a voter through the joint configuration). A removed leader steps
+    /// down once the change commits and hands over to an up-to-date voter.
+    pub fn remove(&self, id: NodeId) -> Result<Index, AdminError> {
+        self.shared.admin(frame::AdminOp::Remove(id))
+    }
+
+    /// Hands leadership to voter `to`, and returns once it leads (as far as this node can
+    /// tell), or with [`AdminError::Retry`] if the transfer aborted (it did not complete
+    /// within an election timeout).
+    pub fn transfer_leadership(&self, to: NodeId) -> Result<(), AdminError> {
+        self.shared.admin(frame::AdminOp::Transfer(to)).map(|_| ())
+    }
+
+    /// Takes a snapshot on this node now (of everything applied), compacts the log below it,
+    /// and returns its index.
+    pub fn snapshot(&self) -> Result<Index, AdminError> {
+        self.shared.snapshot()
     }
 
     /// The node's state as last published by its thread (at most one tick old).

@@ -28,6 +28,50 @@ impl StateMachine for Counter {
             self.count.to_string().into_bytes()
         }
     }
+    /// `[count u64][n u64]([len u32][command])*`, little-endian.
+    fn snapshot(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        out.write_all(&self.count.to_le_bytes())?;
+        out.write_all(&(self.log.len() as u64).to_le_bytes())?;
+        for c in &self.log {
+            out.write_all(&(c.len() as u32).to_le_bytes())?;
+            out.write_all(c)?;
+        }
+        Ok(())
+    }
+    fn restore(&mut self, input: &mut dyn std::io::Read) -> std::io::Result<()> {
+        let u64_at = |input: &mut dyn std::io::Read| -> std::io::Result<u64> {
+            let mut b = [0u8; 8];
+            input.read_exact(&mut b)?;
+            Ok(u64::from_le_bytes(b))
+        };
+        let count = u64_at(input)?;
+        let n = u64_at(input)?;
+        let mut log = Vec::new();
+        for _ in 0..n {
+            let mut l = [0u8; 4];
+            input.read_exact(&mut l)?;
+            let len = u32::from_le_bytes(l) as usize;
+            if len > 1 << 20 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "too long",
+                ));
+            }
+            let mut c = vec![0u8; len];
+            input.read_exact(&mut c)?;
+            log.push(c);
+        }
+        let mut rest = Vec::new();
+        input.read_to_end(&mut rest)?;
+        if !rest.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "trailing bytes",
+            ));
+        }
+        *self = Counter { count, log };
+        Ok(())
+    }
 }
 
 pub fn free_addrs(n: usize) -> Vec<SocketAddr> {
