@@ -1,17 +1,25 @@
 //! What the server needs from a node, so that it can be tested without one.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use raft_std::{Index, Metrics, NodeHandle, RequestError, Role, StateMachine};
+use raft_std::{AdminError, Index, Metrics, NodeHandle, RequestError, Role, StateMachine};
 
+use crate::command::Admin;
+use crate::limits::MAX_ADMIN_IN_FLIGHT;
 use crate::store::{KeyCount, KvStore};
 
 /// The store's reply to a request, once the node has it: RESP bytes for the client. Boxed so
 /// that [`Backend`] stays object-safe; the allocation is small beside the request's own.
 pub type Reply<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, RequestError>> + Send + 'a>>;
+
+/// The node's answer to an [`Admin`] request: the index of the configuration entry or of the
+/// snapshot, or `None` for a leadership transfer, which has none.
+pub type AdminReply<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<Index>, AdminError>> + Send + 'a>>;
 
 /// The node as the RESP server sees it. Implemented by [`RaftBackend`] (a real node) and
 /// [`LocalBackend`] (a store in this process, for tests and `serve-local`).
@@ -35,6 +43,10 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Keys in this member's store as applied so far, for `INFO keyspace`.
     fn key_count(&self) -> u64;
+
+    /// Carries out a membership change, leadership transfer or snapshot (`RAFT.*`). The node's
+    /// calls for these block, so a backend runs them off the server's workers.
+    fn admin(&self, request: Admin) -> AdminReply<'_>;
 }
 
 /// The fields of `INFO raft`.
@@ -54,6 +66,26 @@ pub struct RaftStatus {
     pub applied_index: u64,
     /// The voting members.
     pub members: Vec<u64>,
+    /// Every member with its address and role, for `RAFT.MEMBERS` and `INFO membership`.
+    pub membership: Vec<Member>,
+    /// The first index still in the log (older entries are in the snapshot).
+    pub first_index: u64,
+    /// The last index in the log.
+    pub last_index: u64,
+    /// The index of the latest snapshot, or 0.
+    pub snapshot_index: u64,
+}
+
+/// One member of the configuration, as `RAFT.MEMBERS` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Its id.
+    pub id: u64,
+    /// Its Raft address, if this node knows it.
+    pub addr: Option<SocketAddr>,
+    /// `voter`, `learner`, or during a change `joining` (a voter of the new configuration
+    /// only) or `leaving` (of the old one only).
+    pub role: &'static str,
 }
 
 /// A real node: its handle, and the key count of the store it was started with.
@@ -61,12 +93,50 @@ pub struct RaftStatus {
 pub struct RaftBackend {
     handle: NodeHandle,
     keys: KeyCount,
+    /// Admin requests with the node now. Invariant: at most [`MAX_ADMIN_IN_FLIGHT`]; counted
+    /// by an [`InFlight`] that lives as long as the blocking call.
+    admin_in_flight: Arc<AtomicUsize>,
 }
 
 impl RaftBackend {
     /// Serves `handle`'s node, whose store reports its size through `keys`.
     pub fn new(handle: NodeHandle, keys: KeyCount) -> Self {
-        RaftBackend { handle, keys }
+        RaftBackend {
+            handle,
+            keys,
+            admin_in_flight: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+/// One admin request counted against [`MAX_ADMIN_IN_FLIGHT`] until dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn try_new(count: &Arc<AtomicUsize>) -> Option<InFlight> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_ADMIN_IN_FLIGHT).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| InFlight(Arc::clone(count)))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Calls the node's blocking admin API for `request`.
+fn admin_blocking(handle: &NodeHandle, request: Admin) -> Result<Option<Index>, AdminError> {
+    match request {
+        Admin::AddLearner { id, addr } => handle.add_learner(id, addr).map(Some),
+        Admin::Promote(id) => handle.promote(id).map(Some),
+        Admin::Remove(id) => handle.remove(id).map(Some),
+        Admin::Transfer(id) => handle.transfer_leadership(id).map(|()| None),
+        Admin::Snapshot => handle.snapshot().map(Some),
     }
 }
 
@@ -93,6 +163,18 @@ impl Backend for RaftBackend {
             commit_index: s.commit_index.get(),
             applied_index: s.applied_index.get(),
             members: s.members.iter().map(|m| m.get()).collect(),
+            membership: s
+                .membership
+                .iter()
+                .map(|m| Member {
+                    id: m.id.get(),
+                    addr: m.addr,
+                    role: m.role.name(),
+                })
+                .collect(),
+            first_index: s.first_index.get(),
+            last_index: s.last_index.get(),
+            snapshot_index: s.snapshot_index.get(),
         }
     }
 
@@ -102,6 +184,31 @@ impl Backend for RaftBackend {
 
     fn key_count(&self) -> u64 {
         self.keys.get()
+    }
+
+    fn admin(&self, request: Admin) -> AdminReply<'_> {
+        let in_flight = InFlight::try_new(&self.admin_in_flight);
+        let handle = self.handle.clone();
+        Box::pin(async move {
+            let Some(in_flight) = in_flight else {
+                return Err(AdminError::Busy);
+            };
+            // Spawned at the first poll, so inside the server's runtime. The call goes on to
+            // its end (at most about the request timeout) even if the client goes away.
+            let call = tokio::task::spawn_blocking(move || {
+                let _in_flight = in_flight;
+                admin_blocking(&handle, request)
+            });
+            match call.await {
+                Ok(result) => result,
+                Err(e) if e.is_cancelled() => Err(AdminError::Shutdown),
+                Err(e) => {
+                    // raft-std's calls do not panic; if one did, its outcome is unknown.
+                    tracing::error!(error = %e, ?request, "an admin request panicked");
+                    Err(AdminError::Timeout)
+                }
+            }
+        })
     }
 }
 
@@ -162,6 +269,14 @@ impl Backend for LocalBackend {
             commit_index: applied,
             applied_index: applied,
             members: vec![1],
+            membership: vec![Member {
+                id: 1,
+                addr: None,
+                role: "voter",
+            }],
+            first_index: 1,
+            last_index: applied,
+            snapshot_index: 0,
         }
     }
 
@@ -175,5 +290,11 @@ impl Backend for LocalBackend {
 
     fn key_count(&self) -> u64 {
         self.keys.get()
+    }
+
+    fn admin(&self, _request: Admin) -> AdminReply<'_> {
+        Box::pin(std::future::ready(Err(AdminError::Invalid(
+            "this server is not replicated (serve-local): it has no Raft members or log".into(),
+        ))))
     }
 }

@@ -6,12 +6,13 @@ use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use raft_std::{Node, NodeConfig, NodeId};
 
 use crate::backend::{LocalBackend, RaftBackend};
+use crate::join;
 use crate::limits::{DEFAULT_MAX_CLIENTS, MAX_COMMAND_BYTES};
 use crate::server::{Server, ServerConfig};
 use crate::store::KvStore;
@@ -49,17 +50,41 @@ pub enum Command {
     ServeLocal(LocalArgs),
 }
 
+/// How long a new member (`--join` with an empty data directory) keeps trying to reach the
+/// member it was given before it gives up.
+const JOIN_CONNECT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How long a restarted member that joined once waits for that member: not long, since it
+/// recovers the configuration from its own data directory anyway.
+const REJOIN_CONNECT_DEADLINE: Duration = Duration::from_secs(3);
+
 /// `serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// This member's id (1 or more); it must appear in --peers.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    /// This member's id, from 1 to 2^63-1; with --peers it must be listed there.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=i64::MAX as u64))]
     pub id: u64,
 
-    /// Every member's Raft address, this node's included: ID=HOST:PORT,...
-    #[arg(long, value_name = "ID=ADDR,...", value_delimiter = ',', required = true,
-          value_parser = parse_peer)]
+    /// The founding members' Raft addresses, this node's included: ID=HOST:PORT,... Once the
+    /// cluster's membership has changed, the configuration in the log wins and this list only
+    /// supplies addresses.
+    #[arg(long, value_name = "ID=ADDR,...", value_delimiter = ',',
+          required_unless_present = "join", conflicts_with = "join", value_parser = parse_peer)]
     pub peers: Vec<(u64, SocketAddr)>,
+
+    /// Join a running cluster instead of founding one: ADDR is the client (RESP) address of
+    /// any member. This node asks it for RAFT.MEMBERS (retrying for a minute), starts with no
+    /// configuration, and asks to be added as a learner (RAFT.ADDLEARNER) and then promoted to
+    /// voter (RAFT.PROMOTE), retrying for five minutes. Restarting with the same --data-dir
+    /// recovers the configuration and asks nothing more once this node is a voter. Needs
+    /// --raft-addr; conflicts with --peers.
+    #[arg(long, value_name = "ADDR", requires = "raft_addr")]
+    pub join: Option<String>,
+
+    /// With --join: this node's Raft address (IP:PORT), which it listens on and gives to the
+    /// cluster.
+    #[arg(long, value_name = "ADDR", requires = "join")]
+    pub raft_addr: Option<SocketAddr>,
 
     /// Where to serve RESP clients (HOST:PORT).
     #[arg(long, value_name = "ADDR")]
@@ -103,6 +128,27 @@ pub struct NodeArgs {
     /// TIMEOUT if a write's outcome is unknown), in milliseconds.
     #[arg(long, default_value_t = 3000)]
     pub request_timeout_ms: u64,
+
+    /// Snapshot the store and compact the log once this many entries were applied since the
+    /// last snapshot; 0: never by count. RAFT.SNAPSHOT takes one at any time.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub snapshot_entries: u64,
+
+    /// Snapshot once the log holds this many bytes; 0: never by size.
+    #[arg(long, default_value_t = 256 << 20, value_name = "BYTES")]
+    pub snapshot_bytes: u64,
+
+    /// Entries kept in the log below a snapshot, so that a follower a little behind catches
+    /// up from the log rather than by receiving the whole snapshot.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub log_keep_entries: u64,
+
+    /// Serve linearizable reads from the leader's lease, without a round of heartbeats per
+    /// read. This assumes every member's clock runs at the same rate, within one tick per
+    /// election timeout: a paused process or a slow clock can then serve a stale read. Off,
+    /// reads use ReadIndex, which assumes nothing about clocks.
+    #[arg(long)]
+    pub read_lease: bool,
 
     /// DANGER: never fsync the log. Acknowledged writes can be lost, and a member that
     /// forgets its vote or log can break Raft's safety. Only for benchmarks of everything
@@ -212,7 +258,64 @@ pub fn node_config(
     // The RESP limits are derived from this figure; keep the node's in step with them.
     c.max_command_bytes = MAX_COMMAND_BYTES;
     c.wal.dangerously_skip_fsync = args.dangerously_skip_fsync;
+    c.snapshot_entries = args.snapshot_entries;
+    c.snapshot_bytes = args.snapshot_bytes;
+    c.log_keep_entries = args.log_keep_entries;
+    c.read_lease = args.read_lease;
     c
+}
+
+/// Whether `dir` holds nothing yet (or does not exist): a node that has never run there.
+fn is_new_dir(dir: &Path) -> Result<bool, CliError> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => Ok(entries.next().is_none()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(format!("data directory {}: {e}", dir.display()).into()),
+    }
+}
+
+/// The member list for a node that joins through `via`: the members it lists with their
+/// addresses, and this node at `raft_addr`.
+fn join_peers(
+    id: u64,
+    raft_addr: SocketAddr,
+    via: &str,
+    data_dir: &Path,
+) -> Result<Vec<(u64, SocketAddr)>, CliError> {
+    let new = is_new_dir(data_dir)?;
+    let wait = if new {
+        JOIN_CONNECT_DEADLINE
+    } else {
+        REJOIN_CONNECT_DEADLINE
+    };
+    let members = match join::fetch_members(via, Instant::now() + wait) {
+        Ok(m) => m,
+        Err(e) if !new => {
+            tracing::warn!(%via, error = %e, "cannot ask for the members; starting from the \
+                configuration in the data directory");
+            Vec::new()
+        }
+        Err(e) => return Err(format!("cannot ask {via} for the cluster's members: {e}").into()),
+    };
+    if new {
+        if let Some(m) = members.iter().find(|m| m.id == id) {
+            return Err(format!(
+                "member id {id} is already in the cluster (a {}); a new member needs an id of \
+                 its own, and a member that lost its data directory must be removed \
+                 (RAFT.REMOVE {id}) before it joins again",
+                m.role
+            )
+            .into());
+        }
+    }
+    let mut peers: Vec<(u64, SocketAddr)> = members
+        .iter()
+        .filter(|m| m.id != id)
+        .filter_map(|m| m.addr.map(|a| (m.id, a)))
+        .collect();
+    peers.push((id, raft_addr));
+    check_members(id, &peers)?;
+    Ok(peers)
 }
 
 /// Sets up logging to stderr from `--log-level`, else RUST_LOG, else `info`.
@@ -280,16 +383,30 @@ fn wait_for_signal() -> Result<(), CliError> {
 }
 
 fn serve(args: ServeArgs) -> Result<(), CliError> {
-    check_members(args.id, &args.peers)?;
     warn_if_unsafe(&args.node);
+    // clap makes --join and --raft-addr go together and exclude --peers.
+    let joining = args.join.as_deref().zip(args.raft_addr);
+    let peers = match joining {
+        Some((via, raft_addr)) => join_peers(args.id, raft_addr, via, &args.data_dir)?,
+        None => {
+            check_members(args.id, &args.peers)?;
+            args.peers.clone()
+        }
+    };
     let listener = bind(&args.client)?;
-    let config = node_config(args.id, &args.peers, &args.data_dir, &args.node);
+    let mut config = node_config(args.id, &peers, &args.data_dir, &args.node);
+    config.join = joining.is_some();
     let store = KvStore::new();
     let keys = store.key_count();
     let node =
         Node::start(config, store).map_err(|e| format!("node {} cannot start: {e}", args.id))?;
     let backend = Arc::new(RaftBackend::new(node.handle(), keys));
     let server = Server::start(listener, backend, server_config(args.max_clients))?;
+    if let Some((via, raft_addr)) = joining {
+        // Detached: it ends by itself, and the process exits without waiting for it.
+        join::spawn(node.handle(), via.to_string(), raft_addr)
+            .map_err(|e| format!("cannot spawn the join thread: {e}"))?;
+    }
     tracing::info!(
         id = args.id,
         client = %server.local_addr(),
@@ -359,6 +476,7 @@ fn demo(args: DemoArgs) -> Result<(), CliError> {
     println!("  redis-cli -p {} INCR counter", first + 1);
     println!("  redis-cli -p {} GET counter", first + 2);
     println!("  redis-cli -p {} INFO raft", first + 1);
+    println!("  redis-cli -p {first} RAFT.MEMBERS");
     println!("Ctrl-C stops the cluster.");
     wait_for_signal()?;
     // Clients first, so that no request reaches a node that is shutting down.
@@ -451,5 +569,86 @@ mod tests {
         assert!(check_members(1, &[(1, a), (2, a)]).is_err());
         assert!(check_members(3, &[(1, a), (2, b)]).is_err());
         assert!(Cli::try_parse_from(["tickraft-kv", "serve", "--id", "0"]).is_err());
+    }
+
+    fn serve_args(extra: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let mut argv = vec![
+            "tickraft-kv",
+            "serve",
+            "--id",
+            "4",
+            "--client",
+            "127.0.0.1:6384",
+            "--data-dir",
+            "/tmp/x",
+        ];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Serve(args) => Ok(args),
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn join_flags() {
+        let args = serve_args(&["--join", "127.0.0.1:6381", "--raft-addr", "127.0.0.1:7004"])
+            .expect("join");
+        assert_eq!(args.join.as_deref(), Some("127.0.0.1:6381"));
+        assert_eq!(
+            args.raft_addr,
+            Some("127.0.0.1:7004".parse().expect("addr"))
+        );
+        assert!(args.peers.is_empty());
+        // --join needs --raft-addr and excludes --peers; one of --join and --peers is needed.
+        assert!(serve_args(&["--join", "127.0.0.1:6381"]).is_err());
+        assert!(serve_args(&["--raft-addr", "127.0.0.1:7004"]).is_err());
+        assert!(serve_args(&[
+            "--join",
+            "127.0.0.1:6381",
+            "--raft-addr",
+            "127.0.0.1:7004",
+            "--peers",
+            "4=127.0.0.1:7004"
+        ])
+        .is_err());
+        assert!(serve_args(&[]).is_err());
+        assert!(
+            serve_args(&["--peers", "4=127.0.0.1:7004", "--id", "9223372036854775808"]).is_err()
+        );
+    }
+
+    #[test]
+    fn snapshot_and_lease_flags_reach_the_node_config() {
+        let args = serve_args(&["--peers", "4=127.0.0.1:7004"]).expect("defaults");
+        let c = node_config(args.id, &args.peers, &args.data_dir, &args.node);
+        assert_eq!((c.snapshot_entries, c.snapshot_bytes), (100_000, 256 << 20));
+        assert_eq!(c.log_keep_entries, 1000);
+        assert!(!c.read_lease);
+        assert!(!c.join);
+        let args = serve_args(&[
+            "--peers",
+            "4=127.0.0.1:7004",
+            "--snapshot-entries",
+            "50",
+            "--snapshot-bytes",
+            "0",
+            "--log-keep-entries",
+            "7",
+            "--read-lease",
+        ])
+        .expect("set");
+        let c = node_config(args.id, &args.peers, &args.data_dir, &args.node);
+        assert_eq!((c.snapshot_entries, c.snapshot_bytes), (50, 0));
+        assert_eq!(c.log_keep_entries, 7);
+        assert!(c.read_lease);
+    }
+
+    #[test]
+    fn only_an_empty_or_missing_directory_is_new() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(is_new_dir(&dir.path().join("missing")).expect("ok"));
+        assert!(is_new_dir(dir.path()).expect("ok"));
+        std::fs::write(dir.path().join("f"), b"x").expect("write");
+        assert!(!is_new_dir(dir.path()).expect("ok"));
     }
 }

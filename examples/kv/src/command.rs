@@ -2,6 +2,9 @@
 //! the encoding of [`crate::codec`].
 
 use std::fmt;
+use std::net::SocketAddr;
+
+use raft_std::NodeId;
 
 use crate::resp::{printable, write_error, Args};
 
@@ -102,6 +105,27 @@ pub enum CommandsQuery {
     Info(usize),
 }
 
+/// A request to change the cluster or this node's log (`RAFT.*`), which the node carries out
+/// (on the leader, forwarded there from a follower).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admin {
+    /// `RAFT.ADDLEARNER id raft-addr`: add a member that receives the log but does not vote.
+    AddLearner {
+        /// The new member.
+        id: NodeId,
+        /// Where its Raft transport listens.
+        addr: SocketAddr,
+    },
+    /// `RAFT.PROMOTE id`: make a learner a voter, once it has caught up.
+    Promote(NodeId),
+    /// `RAFT.REMOVE id`: remove a member (the leader too: it hands over first).
+    Remove(NodeId),
+    /// `RAFT.TRANSFER id`: hand leadership to a voter.
+    Transfer(NodeId),
+    /// `RAFT.SNAPSHOT`: take a snapshot on this node now and compact its log.
+    Snapshot,
+}
+
 /// A parsed request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -130,13 +154,43 @@ pub enum Command {
     ConfigGet(Vec<Vec<u8>>),
     /// `COMMAND ...`.
     Commands(CommandsQuery),
+    /// `RAFT.ADDLEARNER`, `RAFT.PROMOTE`, `RAFT.REMOVE`, `RAFT.TRANSFER`, `RAFT.SNAPSHOT`.
+    Admin(Admin),
+    /// `RAFT.MEMBERS`: the configuration as this node knows it.
+    Members,
 }
 
 /// The commands this server knows, for `COMMAND LIST` and `COMMAND COUNT`.
 pub const COMMAND_NAMES: &[&str] = &[
-    "ping", "echo", "get", "set", "del", "exists", "incr", "decr", "incrby", "decrby", "mget",
-    "mset", "dbsize", "multi", "exec", "discard", "info", "config", "client", "command", "select",
-    "hello", "quit",
+    "ping",
+    "echo",
+    "get",
+    "set",
+    "del",
+    "exists",
+    "incr",
+    "decr",
+    "incrby",
+    "decrby",
+    "mget",
+    "mset",
+    "dbsize",
+    "multi",
+    "exec",
+    "discard",
+    "info",
+    "config",
+    "client",
+    "command",
+    "select",
+    "hello",
+    "quit",
+    "raft.addlearner",
+    "raft.promote",
+    "raft.remove",
+    "raft.transfer",
+    "raft.snapshot",
+    "raft.members",
 ];
 
 /// Why a request is refused; the connection stays open.
@@ -168,6 +222,10 @@ pub enum CommandError {
     NoProto,
     /// `HELLO` with `AUTH`: this server has no users.
     NoAuth,
+    /// A member id that is not a positive integer (the argument, made printable).
+    InvalidMemberId(String),
+    /// A Raft address that is not `IP:PORT` (the argument, made printable).
+    InvalidAddress(String),
 }
 
 impl fmt::Display for CommandError {
@@ -191,6 +249,15 @@ impl fmt::Display for CommandError {
             CommandError::NoProto => f.write_str("NOPROTO unsupported protocol version"),
             CommandError::NoAuth => {
                 f.write_str("ERR AUTH called without any password configured for the default user")
+            }
+            CommandError::InvalidMemberId(id) => {
+                write!(
+                    f,
+                    "ERR invalid member id '{id}': expected an integer from 1"
+                )
+            }
+            CommandError::InvalidAddress(addr) => {
+                write!(f, "ERR invalid Raft address '{addr}': expected IP:PORT")
             }
         }
     }
@@ -392,9 +459,49 @@ impl Command {
                 };
                 Ok(Command::Commands(query))
             }
+            b"raft.addlearner" => {
+                check("raft.addlearner", argc == 3)?;
+                let id = parse_member_id(&arg())?;
+                let addr = parse_raft_addr(&arg())?;
+                Ok(Command::Admin(Admin::AddLearner { id, addr }))
+            }
+            b"raft.promote" => {
+                check("raft.promote", argc == 2)?;
+                Ok(Command::Admin(Admin::Promote(parse_member_id(&arg())?)))
+            }
+            b"raft.remove" => {
+                check("raft.remove", argc == 2)?;
+                Ok(Command::Admin(Admin::Remove(parse_member_id(&arg())?)))
+            }
+            b"raft.transfer" => {
+                check("raft.transfer", argc == 2)?;
+                Ok(Command::Admin(Admin::Transfer(parse_member_id(&arg())?)))
+            }
+            b"raft.snapshot" => {
+                check("raft.snapshot", argc == 1).map(|()| Command::Admin(Admin::Snapshot))
+            }
+            b"raft.members" => check("raft.members", argc == 1).map(|()| Command::Members),
             _ => Err(CommandError::Unknown(printable(&name))),
         }
     }
+}
+
+/// A member id: an integer from 1, written as [`parse_i64`] reads it, so at most `i64::MAX`
+/// (`RAFT.MEMBERS` answers ids as RESP integers, which are signed).
+pub fn parse_member_id(b: &[u8]) -> Result<NodeId, CommandError> {
+    match parse_i64(b) {
+        Some(id) if id > 0 => Ok(NodeId(id as u64)),
+        _ => Err(CommandError::InvalidMemberId(printable(b))),
+    }
+}
+
+/// A Raft address: a literal `IP:PORT` (`[v6]:PORT` for IPv6), never a host name, so that the
+/// server never waits on DNS while it answers.
+fn parse_raft_addr(b: &[u8]) -> Result<SocketAddr, CommandError> {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| CommandError::InvalidAddress(printable(b)))
 }
 
 fn parse_hello(argc: usize, mut arg: impl FnMut() -> Vec<u8>) -> Result<Command, CommandError> {
@@ -735,6 +842,97 @@ mod tests {
             Err(CommandError::UnknownSubcommand { .. })
         ));
         assert_eq!(parse("QUIT"), Ok(Command::Quit));
+    }
+
+    #[test]
+    fn raft_commands() {
+        let addr: SocketAddr = "127.0.0.1:7004".parse().expect("addr");
+        assert_eq!(
+            parse("RAFT.ADDLEARNER 4 127.0.0.1:7004"),
+            Ok(Command::Admin(Admin::AddLearner {
+                id: NodeId(4),
+                addr
+            }))
+        );
+        assert_eq!(
+            parse("raft.addlearner 9223372036854775807 [::1]:1"),
+            Ok(Command::Admin(Admin::AddLearner {
+                id: NodeId(i64::MAX as u64),
+                addr: "[::1]:1".parse().expect("addr"),
+            }))
+        );
+        assert_eq!(
+            parse("RAFT.PROMOTE 4"),
+            Ok(Command::Admin(Admin::Promote(NodeId(4))))
+        );
+        assert_eq!(
+            parse("Raft.Remove 1"),
+            Ok(Command::Admin(Admin::Remove(NodeId(1))))
+        );
+        assert_eq!(
+            parse("RAFT.TRANSFER 2"),
+            Ok(Command::Admin(Admin::Transfer(NodeId(2))))
+        );
+        assert_eq!(parse("RAFT.SNAPSHOT"), Ok(Command::Admin(Admin::Snapshot)));
+        assert_eq!(parse("RAFT.MEMBERS"), Ok(Command::Members));
+    }
+
+    #[test]
+    fn raft_commands_check_arity_ids_and_addresses() {
+        for (words, name) in [
+            ("RAFT.ADDLEARNER", "raft.addlearner"),
+            ("RAFT.ADDLEARNER 4", "raft.addlearner"),
+            ("RAFT.ADDLEARNER 4 127.0.0.1:1 x", "raft.addlearner"),
+            ("RAFT.PROMOTE", "raft.promote"),
+            ("RAFT.PROMOTE 1 2", "raft.promote"),
+            ("RAFT.REMOVE", "raft.remove"),
+            ("RAFT.TRANSFER 1 2", "raft.transfer"),
+            ("RAFT.SNAPSHOT now", "raft.snapshot"),
+            ("RAFT.MEMBERS x", "raft.members"),
+        ] {
+            assert_eq!(parse(words), Err(CommandError::Arity(name)), "{words}");
+        }
+        for bad in ["0", "-1", "x", "1.5", "+1", "01", "9223372036854775808", ""] {
+            for cmd in ["RAFT.PROMOTE", "RAFT.REMOVE", "RAFT.TRANSFER"] {
+                let words = vec![b(cmd), b(bad)];
+                assert_eq!(
+                    Command::parse(words),
+                    Err(CommandError::InvalidMemberId(bad.to_string())),
+                    "{cmd} {bad}"
+                );
+            }
+            let words = vec![b("RAFT.ADDLEARNER"), b(bad), b("127.0.0.1:1")];
+            assert!(
+                matches!(Command::parse(words), Err(CommandError::InvalidMemberId(_))),
+                "{bad}"
+            );
+        }
+        for bad in [
+            "127.0.0.1",
+            "localhost:7001",
+            "127.0.0.1:99999",
+            "::1:7001",
+            ":7001",
+            "127.0.0.1:",
+            "",
+            "host:port",
+        ] {
+            let words = vec![b("RAFT.ADDLEARNER"), b("4"), b(bad)];
+            assert_eq!(
+                Command::parse(words),
+                Err(CommandError::InvalidAddress(printable(bad.as_bytes()))),
+                "{bad}"
+            );
+        }
+        let words = vec![b("RAFT.ADDLEARNER"), b("4"), vec![0xff, b':', b'1']];
+        assert_eq!(
+            Command::parse(words).expect_err("refused").to_string(),
+            "ERR invalid Raft address '\\xff:1': expected IP:PORT"
+        );
+        assert_eq!(
+            parse("RAFT.PROMOTE x").expect_err("refused").to_string(),
+            "ERR invalid member id 'x': expected an integer from 1"
+        );
     }
 
     fn b_s(s: &str) -> String {

@@ -11,7 +11,15 @@ use crate::server::Shared;
 pub(crate) const REDIS_VERSION: &str = "7.0.0";
 
 /// The sections in the order `INFO` prints them.
-const SECTIONS: &[&str] = &["server", "clients", "stats", "keyspace", "raft"];
+const SECTIONS: &[&str] = &[
+    "server",
+    "clients",
+    "stats",
+    "keyspace",
+    "raft",
+    "membership",
+    "log",
+];
 
 /// The text of `INFO [section ...]`: every section when none (or `all`, `everything`,
 /// `default`) is named; unknown names are ignored, as Redis does.
@@ -91,6 +99,9 @@ fn write_section(out: &mut String, shared: &Shared, section: &str) -> std::fmt::
             field(out, "messages_dropped", m.messages_dropped)?;
             field(out, "messages_refused", m.messages_refused)?;
             field(out, "timeouts", m.timeouts)?;
+            field(out, "snapshots_taken", m.snapshots_taken)?;
+            field(out, "snapshots_installed", m.snapshots_installed)?;
+            field(out, "snapshots_sent", m.snapshots_sent)?;
         }
         "keyspace" => {
             writeln_crlf(out, "# Keyspace")?;
@@ -110,6 +121,33 @@ fn write_section(out: &mut String, shared: &Shared, section: &str) -> std::fmt::
             field(out, "applied_index", s.applied_index)?;
             let members: Vec<String> = s.members.iter().map(u64::to_string).collect();
             field(out, "members", members.join(","))?;
+        }
+        "membership" => {
+            // The configuration in effect on this node, by role; `RAFT.MEMBERS` has the
+            // addresses too.
+            let s = shared.backend.status();
+            writeln_crlf(out, "# Membership")?;
+            for (name, role) in [
+                ("voters", "voter"),
+                ("learners", "learner"),
+                ("joining", "joining"),
+                ("leaving", "leaving"),
+            ] {
+                let ids: Vec<String> = s
+                    .membership
+                    .iter()
+                    .filter(|m| m.role == role)
+                    .map(|m| m.id.to_string())
+                    .collect();
+                field(out, name, ids.join(","))?;
+            }
+        }
+        "log" => {
+            let s = shared.backend.status();
+            writeln_crlf(out, "# Log")?;
+            field(out, "first_index", s.first_index)?;
+            field(out, "last_index", s.last_index)?;
+            field(out, "snapshot_index", s.snapshot_index)?;
         }
         _ => {}
     }

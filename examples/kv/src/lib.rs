@@ -15,9 +15,11 @@
 //!   errors;
 //! - [`backend`]: the node as the server needs it, so that the server is testable without Raft
 //!   ([`backend::LocalBackend`]);
-//! - [`store`]: the state machine, whose replies are the RESP bytes sent to the client;
+//! - [`store`]: the state machine, whose replies are the RESP bytes sent to the client, and
+//!   [`snapshot`], its whole state as one stream for Raft snapshots;
 //! - [`limits`]: every size limit, chosen so that an accepted request fits in a command;
-//! - [`cli`]: `serve`, `demo`, `serve-local`.
+//! - [`cli`]: `serve` (founding a cluster with `--peers`, or joining one with `--join`, which
+//!   asks a member through [`client`], a minimal blocking RESP client), `demo`, `serve-local`.
 //!
 //! ## Commands
 //!
@@ -27,6 +29,14 @@
 //! writes is one linearizable read), `INFO [section...]` (with a `# Raft` section), and for
 //! client tools `CONFIG GET`, `CLIENT SETNAME|GETNAME|ID|LIST|INFO|SETINFO`, `COMMAND
 //! [COUNT|DOCS|INFO|LIST]`, `SELECT 0`, `HELLO [2]` (`HELLO 3` is `-NOPROTO`), `QUIT`.
+//!
+//! For operators, the cluster itself: `RAFT.ADDLEARNER id ip:port`, `RAFT.PROMOTE id`,
+//! `RAFT.REMOVE id`, `RAFT.TRANSFER id` (each `+OK` once done), `RAFT.SNAPSHOT` (the snapshot's
+//! index) and `RAFT.MEMBERS` (one `[id, raft-addr or nil, role]` per member, role `voter`,
+//! `learner`, `joining` or `leaving`). Any member takes them; changes go to the leader. A change
+//! that cannot happen now (another in flight, a learner still catching up) is `-TRYAGAIN`, one
+//! that never can `-ERR`. `INFO` adds `# Membership` (ids by role) and `# Log` (first, last and
+//! snapshot index).
 //!
 //! Errors from the node: no leader reachable is `-CLUSTERDOWN`, an unknown outcome
 //! `-TIMEOUT`, a full queue `-TRYAGAIN`; a protocol error is `-ERR Protocol error: ...` and the
@@ -38,11 +48,14 @@
 
 pub mod backend;
 pub mod cli;
+pub mod client;
 pub mod codec;
 pub mod command;
 mod info;
+mod join;
 pub mod limits;
 pub mod resp;
 pub mod server;
 mod session;
+pub mod snapshot;
 pub mod store;

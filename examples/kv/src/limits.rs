@@ -51,6 +51,11 @@ pub const MAX_MULTI_COMMANDS: usize = 1000;
 /// values). Past it the reply is an error instead; the writes of a transaction still apply.
 pub const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
 
+/// The most `RAFT.*` changes and snapshots a server has with its node at once. Each waits on a
+/// thread of the runtime's blocking pool for up to the request timeout; one more is answered
+/// `-TRYAGAIN`. The node carries out one membership change at a time anyway.
+pub const MAX_ADMIN_IN_FLIGHT: usize = 8;
+
 /// Default for `--max-clients`: connections served at once. One more is told
 /// `-ERR max number of clients reached` and closed.
 pub const DEFAULT_MAX_CLIENTS: usize = 1024;

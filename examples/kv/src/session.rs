@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use raft_std::RequestError;
+use raft_std::{AdminError, RequestError};
 
+use crate::backend::Member;
 use crate::codec::Transaction;
-use crate::command::{ClientCommand, Command, CommandsQuery, Op, COMMAND_NAMES};
+use crate::command::{Admin, ClientCommand, Command, CommandsQuery, Op, COMMAND_NAMES};
 use crate::info;
 use crate::resp::{write_array_len, write_bulk, write_error, write_integer, write_nil, Args};
 use crate::server::Shared;
@@ -127,6 +128,8 @@ impl Session {
                 write_bulk(out, info::info(&self.shared, &sections).as_bytes())
             }
             Command::Client(c) => self.client(c, out),
+            Command::Admin(request) => return self.admin(request, out).await,
+            Command::Members => write_members(out, &self.shared.backend.status().membership),
             Command::ConfigGet(patterns) => info::config_get(&self.shared, &patterns, out),
             Command::Commands(q) => match q {
                 CommandsQuery::Empty => write_array_len(out, 0),
@@ -181,6 +184,20 @@ impl Session {
                 Flow::Continue
             }
             Err(e) => write_request_error(out, e, write),
+        }
+    }
+
+    /// Hands a `RAFT.*` request to the node and writes its outcome. The connection's later
+    /// requests wait for it, so replies stay in order.
+    async fn admin(&self, request: Admin, out: &mut Vec<u8>) -> Flow {
+        match self.shared.backend.admin(request).await {
+            Ok(Some(index)) if request == Admin::Snapshot => {
+                // Indexes stay far below i64::MAX: one per entry ever written.
+                write_integer(out, index.get() as i64);
+                Flow::Continue
+            }
+            Ok(_) => ok(out),
+            Err(e) => write_admin_error(out, e),
         }
     }
 
@@ -256,9 +273,101 @@ fn write_request_error(out: &mut Vec<u8>, e: RequestError, write: bool) -> Flow 
     Flow::Continue
 }
 
+/// `RAFT.MEMBERS`: one `[id, raft-addr or nil, role]` array per member.
+fn write_members(out: &mut Vec<u8>, members: &[Member]) {
+    write_array_len(out, members.len());
+    for m in members {
+        write_array_len(out, 3);
+        // Ids are at most i64::MAX: `serve --id` and `RAFT.*` accept no more.
+        write_integer(out, m.id as i64);
+        match m.addr {
+            Some(addr) => write_bulk(out, addr.to_string().as_bytes()),
+            None => write_nil(out),
+        }
+        write_bulk(out, m.role.as_bytes());
+    }
+}
+
+/// The RESP error for an admin request the node did not carry out. `-TRYAGAIN` means nothing
+/// was done and the same request may succeed later; `-ERR` that it never will as it stands.
+fn write_admin_error(out: &mut Vec<u8>, e: AdminError) -> Flow {
+    match e {
+        AdminError::NoLeader => write_error(out, "CLUSTERDOWN no leader could be reached"),
+        AdminError::Timeout => write_error(out, "TIMEOUT the outcome of the request is unknown"),
+        AdminError::Retry(why) => write_error(out, &format!("TRYAGAIN {why}")),
+        AdminError::Busy => write_error(out, "TRYAGAIN node is busy, retry"),
+        AdminError::Invalid(why) => write_error(out, &format!("ERR {why}")),
+        AdminError::Shutdown => {
+            write_error(out, "ERR shutting down");
+            return Flow::Close;
+        }
+        other => write_error(out, &format!("ERR {other}")),
+    }
+    Flow::Continue
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admin_errors_map_to_resp_errors() {
+        let cases = [
+            (
+                AdminError::NoLeader,
+                "-CLUSTERDOWN no leader could be reached\r\n",
+            ),
+            (
+                AdminError::Timeout,
+                "-TIMEOUT the outcome of the request is unknown\r\n",
+            ),
+            (
+                AdminError::Retry("a change is in flight".into()),
+                "-TRYAGAIN a change is in flight\r\n",
+            ),
+            (AdminError::Busy, "-TRYAGAIN node is busy, retry\r\n"),
+            (
+                AdminError::Invalid("4 is already a member\nreally".into()),
+                "-ERR 4 is already a member really\r\n",
+            ),
+        ];
+        for (e, want) in cases {
+            let mut out = Vec::new();
+            assert_eq!(write_admin_error(&mut out, e), Flow::Continue);
+            assert_eq!(String::from_utf8(out).expect("ASCII"), want);
+        }
+        let mut out = Vec::new();
+        assert_eq!(
+            write_admin_error(&mut out, AdminError::Shutdown),
+            Flow::Close
+        );
+        assert_eq!(out, b"-ERR shutting down\r\n");
+    }
+
+    #[test]
+    fn members_are_arrays_of_id_address_and_role() {
+        let mut out = Vec::new();
+        write_members(
+            &mut out,
+            &[
+                Member {
+                    id: 1,
+                    addr: Some("127.0.0.1:7001".parse().expect("addr")),
+                    role: "voter",
+                },
+                Member {
+                    id: 4,
+                    addr: None,
+                    role: "learner",
+                },
+            ],
+        );
+        assert_eq!(
+            String::from_utf8(out).expect("ASCII"),
+            "*2\r\n*3\r\n:1\r\n$14\r\n127.0.0.1:7001\r\n$5\r\nvoter\r\n\
+             *3\r\n:4\r\n$-1\r\n$7\r\nlearner\r\n"
+        );
+    }
 
     #[test]
     fn node_errors_map_to_resp_errors() {

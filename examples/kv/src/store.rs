@@ -5,6 +5,7 @@
 //! untouched.
 
 use std::collections::HashMap;
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use crate::codec::{decode, Decoded};
 use crate::command::{parse_i64, Op, SetCondition};
 use crate::limits::MAX_REPLY_BYTES;
 use crate::resp::{write_array_len, write_bulk, write_error, write_integer, write_nil};
+use crate::snapshot;
 
 /// The number of keys in a store, readable from any thread without going through the node (so
 /// `INFO keyspace` answers even without a leader). It is this member's applied state, not a
@@ -230,6 +232,19 @@ impl StateMachine for KvStore {
         }
         r.finish(false)
     }
+
+    /// The whole map in the encoding of [`crate::snapshot`].
+    fn snapshot(&self, out: &mut dyn io::Write) -> io::Result<()> {
+        snapshot::write(&self.map, out)
+    }
+
+    /// Replaces the map with a snapshot's. The new map is built beside the old one, so a
+    /// refused snapshot leaves the store as it was (and memory peaks at both maps).
+    fn restore(&mut self, input: &mut dyn io::Read) -> io::Result<()> {
+        self.map = snapshot::read(input)?;
+        self.keys.0.store(self.map.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -382,6 +397,48 @@ mod tests {
             .apply(Index(1), b"\x01\x01\x10\x09")
             .starts_with(b"-ERR malformed command"));
         assert!(s.query(b"").starts_with(b"-ERR malformed query"));
+    }
+
+    fn snapshot_of(s: &KvStore) -> Vec<u8> {
+        let mut out = Vec::new();
+        s.snapshot(&mut out).expect("writes to memory");
+        out
+    }
+
+    #[test]
+    fn restore_replaces_the_whole_state() {
+        let mut s = KvStore::new();
+        run(&mut s, "MSET a 1 b 2 c 3");
+        run(&mut s, "INCR n");
+        let snap = snapshot_of(&s);
+        let mut t = KvStore::new();
+        run(&mut t, "SET only-here x");
+        t.restore(&mut &snap[..]).expect("valid");
+        assert_eq!(
+            run(&mut t, "MGET a b c n only-here"),
+            run(&mut s, "MGET a b c n only-here")
+        );
+        assert_eq!(t.len(), 4);
+        assert_eq!(t.key_count().get(), 4);
+        // An empty snapshot empties the store.
+        t.restore(&mut &snapshot_of(&KvStore::new())[..])
+            .expect("valid");
+        assert!(t.is_empty());
+        assert_eq!(t.key_count().get(), 0);
+    }
+
+    #[test]
+    fn a_refused_snapshot_leaves_the_store_as_it_was() {
+        let mut s = KvStore::new();
+        run(&mut s, "SET k v");
+        let snap = snapshot_of(&s);
+        let e = s
+            .restore(&mut &snap[..snap.len() - 1])
+            .expect_err("truncated");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(s.get(b"k"), Some(&b"v"[..]));
+        assert!(s.restore(&mut &b"garbage"[..]).is_err());
+        assert_eq!(s.len(), 1);
     }
 
     #[test]

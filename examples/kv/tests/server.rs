@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use raft_std::{Metrics, RequestError};
+use raft_std::{AdminError, Index, Metrics, RequestError};
 use redis::{Commands, RedisResult, Value};
-use tickraft_kv::backend::{Backend, LocalBackend, RaftStatus, Reply};
+use tickraft_kv::backend::{AdminReply, Backend, LocalBackend, RaftStatus, Reply};
+use tickraft_kv::command::Admin;
 use tickraft_kv::server::{Server, ServerConfig};
 
 fn start(backend: Arc<dyn Backend>, max_clients: usize) -> Server {
@@ -479,6 +480,15 @@ impl Backend for Slow {
     fn key_count(&self) -> u64 {
         0
     }
+    /// Answers after `delay` with the next count as the index, so a client can tell the order.
+    fn admin(&self, _: Admin) -> AdminReply<'_> {
+        let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
+        let delay = self.delay;
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            Ok(Some(Index(n as u64)))
+        })
+    }
 }
 
 #[test]
@@ -488,6 +498,11 @@ fn requests_that_wait_for_the_node_are_answered_in_order() {
     s.write_all(&b"INCR c\r\nPING\r\n".repeat(20))
         .expect("write");
     let want: String = (1..=20).map(|i| format!(":{i}\r\n+PONG\r\n")).collect();
+    assert_eq!(read_n(&mut s, want.len()), want);
+    // Admin requests too wait their turn, and the requests behind them wait for them.
+    s.write_all(b"RAFT.SNAPSHOT\r\nINCR c\r\nRAFT.PROMOTE 2\r\nPING\r\nRAFT.SNAPSHOT\r\n")
+        .expect("write");
+    let want = ":21\r\n:22\r\n+OK\r\n+PONG\r\n:24\r\n";
     assert_eq!(read_n(&mut s, want.len()), want);
 }
 
@@ -533,6 +548,10 @@ impl Backend for Failing {
             commit_index: 3,
             applied_index: 3,
             members: vec![1, 2, 3],
+            membership: Vec::new(),
+            first_index: 1,
+            last_index: 3,
+            snapshot_index: 0,
         }
     }
     fn metrics(&self) -> Metrics {
@@ -541,13 +560,18 @@ impl Backend for Failing {
     fn key_count(&self) -> u64 {
         0
     }
+    fn admin(&self, _: Admin) -> AdminReply<'_> {
+        self.1.fetch_add(1, Ordering::Relaxed);
+        Box::pin(std::future::ready(Err(AdminError::from(self.0))))
+    }
 }
 
 #[test]
 fn node_errors_reach_clients_as_resp_errors() {
-    for (err, write_reply, read_reply) in [
+    for (err, write_reply, read_reply, admin_reply) in [
         (
             RequestError::NoLeader,
+            "-CLUSTERDOWN no leader could be reached\r\n",
             "-CLUSTERDOWN no leader could be reached\r\n",
             "-CLUSTERDOWN no leader could be reached\r\n",
         ),
@@ -555,9 +579,11 @@ fn node_errors_reach_clients_as_resp_errors() {
             RequestError::Timeout,
             "-TIMEOUT the outcome of the write is unknown\r\n",
             "-TIMEOUT the read timed out\r\n",
+            "-TIMEOUT the outcome of the request is unknown\r\n",
         ),
         (
             RequestError::Busy,
+            "-TRYAGAIN node is busy, retry\r\n",
             "-TRYAGAIN node is busy, retry\r\n",
             "-TRYAGAIN node is busy, retry\r\n",
         ),
@@ -565,9 +591,9 @@ fn node_errors_reach_clients_as_resp_errors() {
         let server = start(Arc::new(Failing(err, AtomicUsize::new(0))), 8);
         let mut s = raw(server.local_addr());
         // PING, INFO and the rest need no node, so they still work.
-        s.write_all(b"SET k v\r\nGET k\r\nPING\r\nINFO raft\r\n")
+        s.write_all(b"SET k v\r\nGET k\r\nRAFT.REMOVE 3\r\nPING\r\nINFO raft\r\n")
             .expect("write");
-        let want = format!("{write_reply}{read_reply}+PONG\r\n");
+        let want = format!("{write_reply}{read_reply}{admin_reply}+PONG\r\n");
         assert_eq!(read_n(&mut s, want.len()), want);
         let mut info = String::new();
         while !info.ends_with("members:1,2,3\r\n\r\n") {
@@ -587,6 +613,39 @@ fn node_errors_reach_clients_as_resp_errors() {
     let mut s = raw(server.local_addr());
     s.write_all(b"INCR k\r\nPING\r\n").expect("write");
     assert_eq!(read_to_close(&mut s), "-ERR shutting down\r\n");
+}
+
+#[test]
+fn raft_commands_without_raft() {
+    let server = local();
+    let mut s = raw(server.local_addr());
+    // Parsed before anything reaches the backend; the local store has one member and no log
+    // to change.
+    s.write_all(
+        b"RAFT.MEMBERS\r\nRAFT.PROMOTE x\r\nRAFT.ADDLEARNER 4 nowhere\r\nRAFT.REMOVE\r\n\
+          RAFT.SNAPSHOT\r\nMULTI\r\nRAFT.SNAPSHOT\r\nEXEC\r\nPING\r\n",
+    )
+    .expect("write");
+    let want = "*1\r\n*3\r\n:1\r\n$-1\r\n$5\r\nvoter\r\n\
+                -ERR invalid member id 'x': expected an integer from 1\r\n\
+                -ERR invalid Raft address 'nowhere': expected IP:PORT\r\n\
+                -ERR wrong number of arguments for 'raft.remove' command\r\n\
+                -ERR this server is not replicated (serve-local): it has no Raft members or \
+                log\r\n\
+                +OK\r\n-ERR Command not allowed inside a transaction\r\n\
+                -EXECABORT Transaction discarded because of previous errors.\r\n+PONG\r\n";
+    assert_eq!(read_n(&mut s, want.len()), want);
+    let mut con = client(server.local_addr());
+    let info: String = redis::cmd("INFO")
+        .arg("membership")
+        .arg("log")
+        .query(&mut con)
+        .expect("INFO");
+    assert_eq!(
+        info,
+        "# Membership\r\nvoters:1\r\nlearners:\r\njoining:\r\nleaving:\r\n\r\n\
+         # Log\r\nfirst_index:1\r\nlast_index:0\r\nsnapshot_index:0\r\n"
+    );
 }
 
 #[test]

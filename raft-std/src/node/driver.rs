@@ -1018,7 +1018,9 @@ impl<M: StateMachine> Driver<M> {
                 }
             },
             AdminOp::Remove(id) => {
-                if !membership.contains(id) {
+                // Not a member, or already on its way out (an outgoing voter of the joint
+                // configuration, which the leader leaves by itself): done.
+                if membership.get(id).is_none_or(|m| !m.voter && m.outgoing) {
                     self.answer_admin(waiter, Ok(committed));
                     return Ok(());
                 }
@@ -1326,21 +1328,25 @@ impl<M: StateMachine> Driver<M> {
                 }
             }
         }
-        // Admin requests forwarded to another leader than the one known now will get no
-        // answer; a transfer that ends with its target leading did what it was asked.
+        // Admin requests forwarded to another leader than the one known now may get no answer.
+        // They are idempotent (a change already made answers at once), so they go to the new
+        // leader; a transfer that ends with its target leading did what it was asked.
         if let Some(now) = leader {
-            self.admin_forwarded.retain(|_, f| {
-                if f.to == now {
-                    return true;
+            let stranded: Vec<u64> = self
+                .admin_forwarded
+                .iter()
+                .filter(|(_, f)| f.to != now)
+                .map(|(&id, _)| id)
+                .collect();
+            for id in stranded {
+                if let Some(f) = self.admin_forwarded.remove(&id) {
+                    if matches!(f.op, AdminOp::Transfer(to) if to == now) {
+                        f.slot.fill(Ok(Index(0)));
+                    } else {
+                        self.admin_unsent.push_back((f.op, f.slot, f.deadline));
+                    }
                 }
-                let done = matches!(f.op, AdminOp::Transfer(to) if to == now);
-                f.slot.fill(if done {
-                    Ok(Index(0))
-                } else {
-                    Err(AdminError::Timeout)
-                });
-                false
-            });
+            }
         }
         self.last_leader = leader;
         self.last_term = term;

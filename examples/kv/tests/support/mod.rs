@@ -10,6 +10,7 @@
 // Each crate that includes this file uses a different part of it.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -48,6 +49,9 @@ pub(crate) struct Proc {
     pub(crate) dir: PathBuf,
     /// Its stdout and stderr, appended to by every run.
     pub(crate) log: PathBuf,
+    /// For a member added with [`Cluster::join`]: the client address it joined through
+    /// (`--join`); it has no `--peers`.
+    pub(crate) join: Option<SocketAddr>,
 }
 
 /// `n` members with ids 1..=n; a member's position in [`Cluster::procs`] is its id minus one.
@@ -56,6 +60,8 @@ pub(crate) struct Cluster {
     _tmp: tempfile::TempDir,
     bin: PathBuf,
     peers: String,
+    /// Flags given to every member, after the harness's own.
+    extra: Vec<String>,
     /// The members, by position (id - 1).
     pub(crate) procs: Vec<Proc>,
 }
@@ -64,6 +70,11 @@ impl Cluster {
     /// Starts `n` members of `bin` (a `tickraft-kv` executable) with default flags, and waits
     /// until each answers PING.
     pub(crate) fn start(bin: impl Into<PathBuf>, n: usize) -> Cluster {
+        Cluster::start_with(bin, n, &[])
+    }
+
+    /// [`Cluster::start`], with `extra` flags for every member (`--snapshot-entries 50`).
+    pub(crate) fn start_with(bin: impl Into<PathBuf>, n: usize, extra: &[&str]) -> Cluster {
         let tmp = tempfile::tempdir().expect("tempdir");
         let raft = free_addrs(n);
         let client = free_addrs(n);
@@ -80,12 +91,14 @@ impl Cluster {
                 raft: raft[i],
                 dir: tmp.path().join(format!("n{}", i + 1)),
                 log: tmp.path().join(format!("n{}.log", i + 1)),
+                join: None,
             })
             .collect();
         let mut c = Cluster {
             _tmp: tmp,
             bin: bin.into(),
             peers,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             procs,
         };
         for i in 0..n {
@@ -97,19 +110,45 @@ impl Cluster {
         c
     }
 
+    /// Starts a new member with the next id that joins through member `via`'s client address
+    /// (`serve --join`), and waits until it answers PING; returns its position. It is a voter
+    /// once [`Cluster::members`] says so.
+    pub(crate) fn join(&mut self, via: usize) -> usize {
+        let i = self.procs.len();
+        let tmp = self._tmp.path();
+        let raft = free_addrs(1)[0];
+        let client = free_addrs(1)[0];
+        self.procs.push(Proc {
+            child: None,
+            client,
+            raft,
+            dir: tmp.join(format!("n{}", i + 1)),
+            log: tmp.join(format!("n{}.log", i + 1)),
+            join: Some(self.procs[via].client),
+        });
+        self.spawn(i);
+        self.wait_serving(i);
+        i
+    }
+
     /// The `serve` command line of member `i`, for a caller that runs it itself.
     pub(crate) fn command(&self, i: usize) -> Command {
         let p = &self.procs[i];
         let mut cmd = Command::new(&self.bin);
-        cmd.arg("serve")
-            .arg("--id")
-            .arg((i + 1).to_string())
-            .arg("--peers")
-            .arg(&self.peers)
-            .arg("--client")
+        cmd.arg("serve").arg("--id").arg((i + 1).to_string());
+        match p.join {
+            Some(via) => cmd
+                .arg("--join")
+                .arg(via.to_string())
+                .arg("--raft-addr")
+                .arg(p.raft.to_string()),
+            None => cmd.arg("--peers").arg(&self.peers),
+        };
+        cmd.arg("--client")
             .arg(p.client.to_string())
             .arg("--data-dir")
             .arg(&p.dir)
+            .args(&self.extra)
             .env("RUST_LOG", "info");
         cmd
     }
@@ -178,6 +217,101 @@ impl Cluster {
             .ok()?;
         let text: String = redis::cmd("INFO").arg("raft").query(&mut con).ok()?;
         RaftInfo::parse(&text)
+    }
+
+    /// Member `i`'s `INFO <section>` as `name -> value`, over a new connection; `None` if it
+    /// does not answer.
+    pub(crate) fn info(&self, i: usize, section: &str) -> Option<HashMap<String, String>> {
+        let mut con = redis::Client::open(format!("redis://{}/", self.procs[i].client))
+            .ok()?
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .ok()?;
+        let text: String = redis::cmd("INFO").arg(section).query(&mut con).ok()?;
+        Some(
+            text.lines()
+                .filter_map(|l| l.trim_end_matches('\r').split_once(':'))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    /// One numeric field of member `i`'s `INFO <section>`; panics if it is missing.
+    pub(crate) fn info_u64(&self, i: usize, section: &str, name: &str) -> u64 {
+        let info = self.info(i, section).expect("INFO answers");
+        let v = info
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} in {info:?}"));
+        v.parse().unwrap_or_else(|_| panic!("{name}:{v}"))
+    }
+
+    /// Member `i`'s `RAFT.MEMBERS`, as `(id, raft address, role)` sorted by id; `None` if it
+    /// does not answer.
+    pub(crate) fn members(&self, i: usize) -> Option<Vec<(u64, Option<String>, String)>> {
+        let mut con = redis::Client::open(format!("redis://{}/", self.procs[i].client))
+            .ok()?
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .ok()?;
+        let mut m: Vec<(u64, Option<String>, String)> =
+            redis::cmd("RAFT.MEMBERS").query(&mut con).ok()?;
+        m.sort();
+        Some(m)
+    }
+
+    /// Sends `RAFT.<args>` to member `i` until it answers something other than a retryable
+    /// error (`TRYAGAIN`, `CLUSTERDOWN`, `TIMEOUT`, a failed connection), for 30 s at most.
+    /// Returns the final answer: `Ok` with the reply, or `Err` with a final error's text.
+    pub(crate) fn admin(&self, i: usize, args: &[&str]) -> Result<redis::Value, String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let reply = redis::Client::open(format!("redis://{}/", self.procs[i].client))
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+                .and_then(|mut con| {
+                    con.set_read_timeout(Some(Duration::from_secs(10)))?;
+                    redis::cmd(args[0])
+                        .arg(&args[1..])
+                        .query::<redis::Value>(&mut con)
+                });
+            match reply {
+                Ok(v) => return Ok(v),
+                Err(e)
+                    if !matches!(e.code(), Some("TRYAGAIN" | "CLUSTERDOWN" | "TIMEOUT"))
+                        && !e.is_io_error() =>
+                {
+                    return Err(e.to_string())
+                }
+                Err(e) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{args:?} on node {} still fails after 30 s: {e}",
+                        i + 1
+                    );
+                    eprintln!("{args:?} on node {}: {e}; retrying", i + 1);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits (60 s at most) until `RAFT.MEMBERS` on member `i` lists exactly `voters`, all
+    /// voters.
+    pub(crate) fn wait_voters(&self, i: usize, voters: &[u64]) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let members = self.members(i);
+            if let Some(m) = &members {
+                let ids: Vec<u64> = m.iter().map(|(id, _, _)| *id).collect();
+                if ids == voters && m.iter().all(|(_, _, role)| role == "voter") {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} never lists exactly the voters {voters:?}: {members:?}\n{}",
+                i + 1,
+                self.log(i)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Waits until every running node names the same leader; returns its position.
