@@ -55,8 +55,9 @@ pub struct Config<'a> {
     /// was answered by a quorum knows that those members refuse votes (check-quorum) until
     /// `election_ticks` after they got it, so no other leader can exist before
     /// `t + election_ticks`; it serves reads until `t + election_ticks - 2`, two ticks of
-    /// margin. A paused process or a clock that runs slow breaks this; ReadIndex does not
-    /// depend on clocks at all.
+    /// margin. A member that restarts refuses votes for its first election timeout, so that
+    /// forgetting it heard from the leader cannot cut the lease short. A paused process or a
+    /// clock that runs slow breaks this; ReadIndex does not depend on clocks at all.
     pub read_lease: bool,
 }
 

@@ -3,7 +3,8 @@
 //! - `Message::decode` over arbitrary bytes and over edited valid encodings: never panics, and
 //!   whatever decodes re-encodes to bytes that decode to an equal message.
 //! - Well-formed messages with hostile contents (wrong terms, strangers, self as sender,
-//!   indices far ahead, stale and impossible responses, entries of any term), and arbitrary
+//!   indices far ahead, stale and impossible responses, entries of any term, snapshot chunks
+//!   damaged, out of order or complete, transfer votes and `TimeoutNow`), and arbitrary
 //!   bytes, stepped into a follower, a pre-candidate, a candidate and the leader of a live
 //!   three-node cluster, interleaved with ticks, Ready cycles, real traffic (lost, duplicated,
 //!   replayed, edited) and restarts: the checks of `support/hostile_cluster.rs` hold after
@@ -17,8 +18,8 @@
 mod cluster;
 
 use cluster::{
-    encode, mutate, BodySel, Cluster, EntrySel, Hostile, IndexSel, Mutation, Op, PeerSel, Scenario,
-    TermSel, SCENARIOS,
+    encode, mutate, BodySel, Cluster, EntrySel, Hostile, IndexSel, MembersSel, Mutation, Op,
+    PeerSel, Scenario, TermSel, SCENARIOS,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -60,7 +61,7 @@ struct OwnedMsg {
 enum OwnedBody {
     PreVote(u64, u64),
     PreVoteResponse(bool),
-    Vote(u64, u64),
+    Vote(u64, u64, bool),
     VoteResponse(bool),
     Append {
         prev_index: u64,
@@ -73,6 +74,11 @@ enum OwnedBody {
     HeartbeatResponse(u64),
     ReadIndex(u64),
     ReadIndexResponse(u64, u64),
+    /// index and term (made at least 1), offset, extra bytes past the chunk's end, voter ids,
+    /// data, crc.
+    Snapshot(u64, u64, u64, u64, Vec<u64>, Vec<u8>, u32),
+    SnapshotResponse(u64, u64),
+    TimeoutNow,
 }
 
 impl OwnedMsg {
@@ -93,16 +99,27 @@ impl OwnedMsg {
                 .collect(),
             _ => Vec::new(),
         };
+        let mut members = [0u8; raft_core::Membership::MAX_ENCODED_LEN];
+        let members_len = match &self.body {
+            OwnedBody::Snapshot(_, _, _, _, ids, ..) => {
+                let ids: Vec<NodeId> = ids.iter().map(|&i| NodeId(i)).collect();
+                raft_core::Membership::with_voters(&ids)
+                    .expect("distinct non-zero ids")
+                    .encode(&mut members)
+                    .expect("fits")
+            }
+            _ => 0,
+        };
         let body = match self.body {
             OwnedBody::PreVote(i, t) => Body::PreVote {
                 last_index: Index(i),
                 last_term: Term(t),
             },
             OwnedBody::PreVoteResponse(reject) => Body::PreVoteResponse { reject },
-            OwnedBody::Vote(i, t) => Body::Vote {
+            OwnedBody::Vote(i, t, transfer) => Body::Vote {
                 last_index: Index(i),
                 last_term: Term(t),
-                transfer: false,
+                transfer,
             },
             OwnedBody::VoteResponse(reject) => Body::VoteResponse { reject },
             OwnedBody::Append {
@@ -133,6 +150,23 @@ impl OwnedMsg {
                 context,
                 index: Index(index),
             },
+            OwnedBody::Snapshot(index, term, offset, extra, _, ref data, crc) => {
+                let offset = offset.min(u64::MAX - data.len() as u64 - 1);
+                Body::Snapshot {
+                    index: Index(index.max(1)),
+                    term: Term(term.max(1)),
+                    len: (offset + data.len() as u64).saturating_add(extra),
+                    offset,
+                    membership: &members[..members_len],
+                    data,
+                    crc,
+                }
+            }
+            OwnedBody::SnapshotResponse(index, next) => Body::SnapshotResponse {
+                index: Index(index),
+                next,
+            },
+            OwnedBody::TimeoutNow => Body::TimeoutNow,
         };
         let m = Message {
             from: NodeId(self.from),
@@ -172,7 +206,7 @@ fn owned_body() -> impl Strategy<Value = OwnedBody> {
     prop_oneof![
         1 => (num(), num()).prop_map(|(i, t)| OwnedBody::PreVote(i, t)),
         1 => any::<bool>().prop_map(OwnedBody::PreVoteResponse),
-        1 => (num(), num()).prop_map(|(i, t)| OwnedBody::Vote(i, t)),
+        1 => (num(), num(), any::<bool>()).prop_map(|(i, t, x)| OwnedBody::Vote(i, t, x)),
         1 => any::<bool>().prop_map(OwnedBody::VoteResponse),
         3 => (num(), num(), num(), vec((num(), any::<bool>(), payload()), 0..5)).prop_map(
             |(prev_index, prev_term, commit, entries)| OwnedBody::Append {
@@ -188,6 +222,15 @@ fn owned_body() -> impl Strategy<Value = OwnedBody> {
         1 => num().prop_map(OwnedBody::HeartbeatResponse),
         1 => num().prop_map(OwnedBody::ReadIndex),
         1 => (num(), num()).prop_map(|(c, i)| OwnedBody::ReadIndexResponse(c, i)),
+        2 => (
+            (num(), num(), num(), num()),
+            proptest::sample::subsequence((1..20u64).collect::<Vec<_>>(), 0..5),
+            payload(),
+            any::<u32>(),
+        )
+            .prop_map(|((i, t, o, x), ids, data, crc)| OwnedBody::Snapshot(i, t, o, x, ids, data, crc)),
+        1 => (num(), num()).prop_map(|(i, n)| OwnedBody::SnapshotResponse(i, n)),
+        1 => Just(OwnedBody::TimeoutNow),
     ]
 }
 
@@ -402,8 +445,12 @@ fn body_sel() -> impl Strategy<Value = BodySel> {
         2 => (index_sel(), term_sel())
             .prop_map(|(last_index, last_term)| BodySel::PreVote { last_index, last_term }),
         2 => any::<bool>().prop_map(|reject| BodySel::PreVoteResponse { reject }),
-        2 => (index_sel(), term_sel())
-            .prop_map(|(last_index, last_term)| BodySel::Vote { last_index, last_term }),
+        2 => (index_sel(), term_sel(), proptest::bool::weighted(0.3))
+            .prop_map(|(last_index, last_term, transfer)| BodySel::Vote {
+                last_index,
+                last_term,
+                transfer,
+            }),
         2 => any::<bool>().prop_map(|reject| BodySel::VoteResponse { reject }),
         6 => (
             index_sel(),
@@ -425,7 +472,35 @@ fn body_sel() -> impl Strategy<Value = BodySel> {
         1 => any::<u64>().prop_map(|context| BodySel::ReadIndex { context }),
         1 => (any::<u64>(), index_sel())
             .prop_map(|(context, index)| BodySel::ReadIndexResponse { context, index }),
+        3 => snapshot_sel(),
+        1 => (index_sel(), prop_oneof![2 => 0..64u64, 1 => any::<u64>()])
+            .prop_map(|(index, next)| BodySel::SnapshotResponse { index, next }),
+        1 => Just(BodySel::TimeoutNow),
     ]
+}
+
+/// Snapshot chunks: mostly small ones that start at 0 or continue at small offsets, so that a
+/// few in a row complete a snapshot and it gets installed; sometimes anything at all.
+fn snapshot_sel() -> impl Strategy<Value = BodySel> {
+    (
+        (index_sel(), term_sel()),
+        prop_oneof![3 => Just(0u64), 2 => 1..16u64, 1 => any::<u64>()],
+        prop_oneof![2 => Just(0u64), 2 => 1..16u64, 1 => any::<u64>()],
+        any::<u8>().prop_map(MembersSel),
+        vec(any::<u8>(), 0..16),
+        proptest::bool::weighted(0.85),
+    )
+        .prop_map(|((index, term), offset, extra, members, data, good_crc)| {
+            BodySel::Snapshot {
+                index,
+                term,
+                offset,
+                extra,
+                members,
+                data,
+                good_crc,
+            }
+        })
 }
 
 fn hostile() -> impl Strategy<Value = Hostile> {
@@ -634,4 +709,35 @@ fn overwrite_between_ready_and_advance_is_not_taken_for_persisted() {
         node.storage().entry(Index(5)).map(|e| e.data),
         Ok(&b"y"[..])
     );
+}
+
+/// Found by `hostile_messages_never_break_a_node`: a snapshot chunk from a later term whose
+/// own term is beyond the sender's was refused only after the node had adopted the sender's
+/// term and leader, so an error changed the node. It is now refused before, like a malformed
+/// append.
+#[test]
+fn refused_snapshot_chunk_from_a_later_term_changes_nothing() {
+    let mut c = Cluster::with_target(Scenario::Follower, 0);
+    let other = u8::try_from((c.target_index() + 1) % 3).expect("small");
+    let before = c.target_status();
+    c.apply(&Op::Step(
+        0,
+        Hostile {
+            from: PeerSel::Member(other),
+            to: PeerSel::Recipient,
+            term: TermSel::Ahead(1),
+            body: BodySel::Snapshot {
+                index: IndexSel::Last(0),
+                term: TermSel::Max,
+                offset: 0,
+                extra: 0,
+                members: MembersSel(7),
+                data: b"x".to_vec(),
+                good_crc: true,
+            },
+            decoded: false,
+        },
+    ));
+    assert_eq!(c.target_status(), before);
+    assert_eq!(c.target_counters().malformed, 1);
 }

@@ -100,6 +100,7 @@ impl Input<'_> {
             2 => BodySel::Vote {
                 last_index: self.index(),
                 last_term: self.term(),
+                transfer: self.byte() & 1 == 1,
             },
             3 => BodySel::VoteResponse {
                 reject: self.byte() & 1 == 1,

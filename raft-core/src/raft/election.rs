@@ -123,6 +123,7 @@ impl<
         self.reset_timers();
         self.reads.clear();
         self.lead_transferee = NodeId::NONE;
+        self.handed_over = false;
         self.lease_until = 0;
         self.rounds_sent.clear();
         let last = self.log.last_index();

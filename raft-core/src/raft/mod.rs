@@ -131,6 +131,10 @@ pub(crate) struct Raft<
     /// On the leader: the voter it is handing over to, and for how many ticks.
     pub(crate) lead_transferee: NodeId,
     pub(crate) transfer_elapsed: u32,
+    /// On the leader: it sent `TimeoutNow` in this term. The target may campaign whenever the
+    /// message arrives, even after the transfer was aborted, and voters grant a transfer's
+    /// votes within any lease; so the lease proves nothing for the rest of the term.
+    pub(crate) handed_over: bool,
     /// On a follower: the snapshot being received, and whether a chunk of it waits in the
     /// outbox for the host.
     pub(crate) snap_recv: Option<snapshot::Receiving>,
@@ -288,6 +292,7 @@ impl<
             config: configs,
             lead_transferee: NodeId::NONE,
             transfer_elapsed: 0,
+            handed_over: false,
             snap_recv: None,
             chunk_queued: None,
             install_queued: false,
@@ -396,6 +401,25 @@ impl<
         {
             if !append_is_well_formed(m.term, prev_index, prev_term, &m.entries()) {
                 self.counters.malformed += 1;
+                return Err(StepError::Malformed);
+            }
+        }
+        if let Body::Snapshot {
+            term,
+            offset,
+            membership,
+            ..
+        } = m.body
+        {
+            // Like an append's structure, checked before the sender's term is adopted, so that
+            // a refused chunk changes nothing: a snapshot of a term the sender has not reached,
+            // or (on a first chunk) a configuration this node cannot hold.
+            if term > m.term {
+                self.counters.malformed += 1;
+                return Err(StepError::Malformed);
+            }
+            if offset == 0 && Membership::decode(membership).map_or(true, |(c, _)| c.len() > P) {
+                self.counters.configs_refused += 1;
                 return Err(StepError::Malformed);
             }
         }
@@ -570,8 +594,15 @@ impl<
     /// With check-quorum, a follower that heard from its leader less than an election timeout
     /// ago refuses to help unseat it (thesis §4.2.3); this is what keeps a removed or
     /// partitioned node from disrupting a healthy cluster.
+    ///
+    /// With `read_lease`, a node that has just started counts as in a lease too, for one
+    /// election timeout: it may have answered a leader's heartbeat round just before it
+    /// stopped, and that leader's lease (which rests on its voters refusing votes for an election
+    /// timeout) must not end early because the voter forgot.
     fn in_leader_lease(&self) -> bool {
-        self.check_quorum && !self.leader.is_none() && self.election_elapsed < self.election_ticks
+        self.check_quorum
+            && ((!self.leader.is_none() && self.election_elapsed < self.election_ticks)
+                || (self.read_lease && self.clock < u64::from(self.election_ticks)))
     }
 }
 

@@ -116,12 +116,15 @@ impl<
     }
 
     /// With `read_lease`: whether the leader's lease covers a read now. Not during a transfer
-    /// (the target may be elected within the lease), and only once an entry of this term is
-    /// committed (so the commit index is at least every earlier leader's).
+    /// (the target may be elected within the lease), nor after one sent `TimeoutNow` in this
+    /// term (the target may still campaign when it arrives, aborted transfer or not), and only
+    /// once an entry of this term is committed (so the commit index is at least every earlier
+    /// leader's).
     pub(crate) fn lease_valid(&self) -> bool {
         self.read_lease
             && self.role == Role::Leader
             && self.lead_transferee.is_none()
+            && !self.handed_over
             && self.clock < self.lease_until
             && self.committed_in_term()
     }

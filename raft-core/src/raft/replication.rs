@@ -339,6 +339,16 @@ impl<
                     if self.maybe_commit() {
                         self.on_commit_advanced();
                     }
+                } else if p.state == ProgressState::Probe
+                    && index == p.matched
+                    && p.next == index.next()
+                {
+                    // The probe found the follower where we already knew it matched: after a
+                    // snapshot `matched` is set to the snapshot's index before the probe goes
+                    // out, so this answer moves nothing and yet confirms the match point.
+                    // Without this the member stays in Probe until a new entry is appended
+                    // (and a learner is never caught up enough to promote in an idle cluster).
+                    p.become_replicate();
                 } else if p.state == ProgressState::Replicate {
                     p.inflights.free_le(index);
                 }

@@ -48,6 +48,7 @@ impl<
         let last = self.log.last_index();
         if self.tracker.get(to).is_some_and(|p| p.matched == last) {
             self.send(to, Body::TimeoutNow);
+            self.handed_over = true;
             return true;
         }
         false

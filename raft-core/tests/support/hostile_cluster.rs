@@ -12,7 +12,10 @@
 //! - the term never decreases; within a term the vote never changes once cast;
 //! - the commit index never decreases and never exceeds the last index;
 //! - an entry at or below the commit index never changes while the node runs, and an entry
-//!   handed to the host in `committed_entries` never changes at all, restarts included;
+//!   handed to the host in `committed_entries` never changes at all, restarts included (a
+//!   snapshot installed from a hostile leader replaces the log before its index; what is
+//!   checked then is the log after it);
+//! - a `Ready` that installs a snapshot hands out no entries and no committed entries;
 //! - `step` refuses undecodable bytes, a wrong recipient, a non-member or self as sender with
 //!   exactly that error, and any error leaves the node's status unchanged;
 //! - the storage the node wrote through its `Ready`s is one it can restart from.
@@ -88,6 +91,7 @@ pub(crate) enum BodySel {
     Vote {
         last_index: IndexSel,
         last_term: TermSel,
+        transfer: bool,
     },
     VoteResponse {
         reject: bool,
@@ -117,6 +121,52 @@ pub(crate) enum BodySel {
         context: u64,
         index: IndexSel,
     },
+    /// A snapshot chunk. `index` and `term` are made at least 1, and `len` at least the end
+    /// of the chunk (`offset + data.len() + extra`), so that it decodes.
+    Snapshot {
+        index: IndexSel,
+        term: TermSel,
+        offset: u64,
+        extra: u64,
+        members: MembersSel,
+        data: Vec<u8>,
+        /// The CRC of `data`, or a wrong one.
+        good_crc: bool,
+    },
+    SnapshotResponse {
+        index: IndexSel,
+        next: u64,
+    },
+    TimeoutNow,
+}
+
+/// The configuration a snapshot chunk carries: members of `IDS` only (a stranger that is a
+/// member could win this node's vote, which the checker forbids), by bit: bit `j` makes
+/// `IDS[j]` a member, bit `j + 3` a learner rather than a voter. A configuration with members
+/// but no voter is made all voters so that it decodes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MembersSel(pub(crate) u8);
+
+impl MembersSel {
+    fn membership(self) -> raft_core::Membership {
+        let voters: Vec<NodeId> = (0..3)
+            .filter(|&j| self.0 & (1 << j) != 0 && self.0 & (1 << (j + 3)) == 0)
+            .map(|j| IDS[j])
+            .collect();
+        let learners: Vec<NodeId> = (0..3)
+            .filter(|&j| self.0 & (1 << j) != 0 && self.0 & (1 << (j + 3)) != 0)
+            .map(|j| IDS[j])
+            .collect();
+        if voters.is_empty() {
+            return raft_core::Membership::with_voters(&learners).expect("valid ids");
+        }
+        let m = raft_core::Membership::with_voters(&voters).expect("valid ids");
+        let add: Vec<raft_core::ConfChange> = learners
+            .iter()
+            .map(|&l| raft_core::ConfChange::AddLearner(l))
+            .collect();
+        m.apply(&add).expect("learners are new")
+    }
 }
 
 /// A well-formed message (it encodes and decodes) with hostile contents.
@@ -583,6 +633,16 @@ impl Cluster {
         for m in rd.messages {
             out.push((m.to, m.bytes.to_vec()));
         }
+        // A snapshot chunk: MemStorage keeps no snapshot bytes, so only the last one matters,
+        // and it replaces the log (before the hard state is written).
+        let installs = rd.snapshot.is_some_and(|c| c.is_last());
+        if let Some(c) = rd.snapshot.filter(|c| c.is_last()) {
+            assert!(
+                rd.entries.is_empty() && rd.committed_entries().next().is_none(),
+                "a Ready that installs a snapshot hands out entries: {rd:?}"
+            );
+            rd.storage.install(c.index, c.term);
+        }
         if let Some(hs) = rd.hard_state {
             assert_eq!((hs.term, hs.vote), (before.term, before.vote));
             rd.storage.set_hard_state(hs);
@@ -633,6 +693,11 @@ impl Cluster {
             self.step_hostile(k, h);
         }
         self.node(k).advance();
+        if installs {
+            // The state machine was restored from the snapshot: applying goes on after it.
+            let applied = self.node(k).status().applied;
+            self.watch[k].next_apply = applied.0 + 1;
+        }
         self.check(k);
     }
 
@@ -642,8 +707,13 @@ impl Cluster {
             .expect("node is running")
             .into_storage();
         let hs = storage.hard_state();
-        let node = Node::new(&config(IDS[k], self.seed), storage)
-            .expect("a node restarts from the storage its Readys wrote");
+        // The host's state machine is durable through what a snapshot installed (MemStorage
+        // keeps only the log after it).
+        let mut cfg = config(IDS[k], self.seed);
+        cfg.applied = storage.first_index().prev();
+        let next_apply = storage.first_index().0;
+        let node =
+            Node::new(&cfg, storage).expect("a node restarts from the storage its Readys wrote");
         let st = node.status();
         self.nodes[k] = Some(node);
         let w = &mut self.watch[k];
@@ -655,7 +725,7 @@ impl Cluster {
         w.vote = hs.vote;
         w.commit = hs.commit;
         w.committed.split_off(&(hs.commit.0 + 1));
-        w.next_apply = 1;
+        w.next_apply = next_apply;
         self.check(k);
     }
 
@@ -688,7 +758,8 @@ impl Cluster {
         assert!(st.applied <= st.commit, "{st:?}");
         assert!(st.stable_index <= st.last_index, "{st:?}");
         assert_eq!(node.log_term(st.last_index), Some(st.last_term), "{st:?}");
-        for i in 1..=st.commit.0 {
+        // Entries before the first index were replaced by an installed snapshot.
+        for i in st.first_index.0.max(1)..=st.commit.0 {
             let e = node
                 .log_entry(Index(i))
                 .expect("committed entries stay readable");
@@ -739,6 +810,13 @@ impl Cluster {
             }
         };
         let term = term_rel(h.term, st.term);
+        let mut members = [0u8; raft_core::Membership::MAX_ENCODED_LEN];
+        let members_len = match &h.body {
+            BodySel::Snapshot { members: sel, .. } => {
+                sel.membership().encode(&mut members).expect("fits")
+            }
+            _ => 0,
+        };
         let mut entries = Vec::new();
         if let BodySel::Append { entries: sel, .. } = &h.body {
             for e in sel {
@@ -766,10 +844,11 @@ impl Cluster {
             BodySel::Vote {
                 last_index,
                 last_term,
+                transfer,
             } => Body::Vote {
                 last_index: index(*last_index),
                 last_term: term_rel(*last_term, st.last_term),
-                transfer: false,
+                transfer: *transfer,
             },
             BodySel::VoteResponse { reject } => Body::VoteResponse { reject: *reject },
             BodySel::Append {
@@ -807,6 +886,34 @@ impl Cluster {
                 context: *context,
                 index: index(*i),
             },
+            BodySel::Snapshot {
+                index: i,
+                term: t,
+                offset,
+                extra,
+                data,
+                good_crc,
+                ..
+            } => {
+                let end = u64::MAX - data.len() as u64 - 1;
+                let offset = (*offset).min(end);
+                let len = (offset + data.len() as u64).saturating_add(*extra);
+                let crc = raft_core::crc32c(data) ^ u32::from(!*good_crc);
+                Body::Snapshot {
+                    index: Index(index(*i).0.max(1)),
+                    term: Term(term_rel(*t, term).0.max(1)),
+                    len,
+                    offset,
+                    membership: &members[..members_len],
+                    data,
+                    crc,
+                }
+            }
+            BodySel::SnapshotResponse { index: i, next } => Body::SnapshotResponse {
+                index: index(*i),
+                next: *next,
+            },
+            BodySel::TimeoutNow => Body::TimeoutNow,
         };
         let m = Message {
             from: peer(h.from),
@@ -820,7 +927,14 @@ impl Cluster {
 
 /// Encodes `m` into a buffer of exactly the size it needs.
 pub(crate) fn encode(m: &Message<'_>) -> Vec<u8> {
+    let snapshot = match m.body {
+        Body::Snapshot {
+            membership, data, ..
+        } => membership.len() + data.len() + 32,
+        _ => 0,
+    };
     let room = MAX_HEADER_LEN
+        + snapshot
         + m.entries()
             .iter()
             .map(|e| ENTRY_OVERHEAD + e.data.len())
