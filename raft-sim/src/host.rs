@@ -1,11 +1,24 @@
-//! The host loop of each simulated node (persist, send, apply, advance, with disk latency), and
-//! the safety checks made as it runs.
+//! The host loop of each simulated node (persist, send, apply, advance, with disk latency;
+//! snapshot chunks written and installed; snapshots taken and the log compacted), and the
+//! safety checks made as it runs.
 
-use raft_core::{HardState, Index, NodeId, ReadState, Role, Status, Storage, Term};
+use raft_core::{
+    ConfigEntry, EntryKind, HardState, Index, Membership, NodeId, ReadState, Role, SnapshotMeta,
+    Status, Storage, Term,
+};
 
 use crate::sim::{Action, CommittedEntry, Sim, SimNode};
-use crate::storage::{hash_bytes, mix, SimStorage, FNV_OFFSET};
+use crate::state::StateMachine;
+use crate::storage::{SimSnapshot, SimStorage};
 use crate::trace::EventKind;
+
+/// A snapshot chunk handed out by a `Ready`.
+pub(crate) struct Chunk {
+    pub(crate) meta: SnapshotMeta,
+    pub(crate) offset: u64,
+    pub(crate) data: Vec<u8>,
+    pub(crate) last: bool,
+}
 
 /// A `Ready` taken and being written to disk.
 pub(crate) struct PendingIo {
@@ -14,6 +27,7 @@ pub(crate) struct PendingIo {
     pub(crate) after_persist: Vec<(NodeId, Vec<u8>)>,
     pub(crate) committed: Vec<CommittedEntry>,
     pub(crate) read_states: Vec<ReadState>,
+    pub(crate) chunk: Option<Chunk>,
 }
 
 pub(crate) struct Host {
@@ -22,10 +36,36 @@ pub(crate) struct Host {
     pub(crate) disk: Option<SimStorage>,
     pub(crate) io: Option<PendingIo>,
     pub(crate) incarnation: u64,
-    /// The state machine: every committed entry applied, in order.
+    /// A founding member (started with the bootstrap voters); others start empty and wait to
+    /// be added.
+    pub(crate) founder: bool,
+    /// The state machine.
+    pub(crate) sm: StateMachine,
+    /// The snapshot index the state machine was last restored from (0: started empty).
+    pub(crate) restored: Index,
+    /// The entries applied since then, in order.
     pub(crate) applied: Vec<CommittedEntry>,
     pub(crate) seen_role: (Role, Term),
     pub(crate) seen_commit: Index,
+    pub(crate) seen_membership: Membership,
+}
+
+impl Host {
+    pub(crate) fn new(disk: SimStorage, founder: bool) -> Self {
+        Host {
+            node: None,
+            disk: Some(disk),
+            io: None,
+            incarnation: 0,
+            founder,
+            sm: StateMachine::default(),
+            restored: Index::ZERO,
+            applied: Vec::new(),
+            seen_role: (Role::Follower, Term::ZERO),
+            seen_commit: Index::ZERO,
+            seen_membership: Membership::empty(),
+        }
+    }
 }
 
 impl Sim {
@@ -37,6 +77,14 @@ impl Sim {
             return;
         };
         let st = node.status();
+        if *node.membership() != self.hosts[k].seen_membership {
+            let membership = node.membership().clone();
+            self.hosts[k].seen_membership = membership.clone();
+            self.record(EventKind::Membership {
+                node: id,
+                membership: Box::new(membership),
+            });
+        }
         if (st.role, st.term) != self.hosts[k].seen_role {
             if st.term < self.hosts[k].seen_role.1 {
                 self.fail(format!(
@@ -93,21 +141,40 @@ impl Sim {
                 self.leaders.insert(st.term, id);
             }
         }
-        // Leader completeness (§5.4): the new leader holds every committed entry.
+        // Leader completeness (§5.4): the new leader holds every committed entry, in its log
+        // or, for the compacted prefix, in its snapshot (whose history must be the committed
+        // one: same prefix hash at the compacted point).
         let k = self.slot(id);
         let Some(node) = self.hosts[k].node.as_ref() else {
             return;
         };
-        for (i, &(term, _)) in self.committed.iter().enumerate() {
-            let index = Index(i as u64 + 1);
-            if node.log_term(index) != Some(term) {
-                let have = node.log_term(index);
-                self.fail(format!(
-                    "leader n{id} of term {} lacks committed entry {index} (term {term}, has {have:?})",
-                    st.term
-                ));
-                return;
+        let disk = node.storage();
+        let compacted = disk.compacted();
+        let mut lacking = None;
+        if compacted > Index::ZERO {
+            if let Some(&(term, hash)) = self.committed.get(compacted.0 as usize - 1) {
+                if disk.prefix_hash(compacted) != Some(hash)
+                    || node.log_term(compacted) != Some(term)
+                {
+                    lacking = Some((compacted, term, None));
+                }
             }
+        }
+        if lacking.is_none() {
+            for (i, &(term, _)) in self.committed.iter().enumerate().skip(compacted.0 as usize) {
+                let index = Index(i as u64 + 1);
+                let have = node.log_term(index);
+                if have != Some(term) {
+                    lacking = Some((index, term, have));
+                    break;
+                }
+            }
+        }
+        if let Some((index, term, have)) = lacking {
+            self.fail(format!(
+                "leader n{id} of term {} lacks committed entry {index} (term {term}, has {have:?})",
+                st.term
+            ));
         }
     }
 
@@ -133,7 +200,7 @@ impl Sim {
             kind: e.kind,
             data: e.data.to_vec(),
         };
-        let entries = rd.entries.iter().map(own).collect();
+        let entries: Vec<CommittedEntry> = rd.entries.iter().map(own).collect();
         let mut committed = Vec::new();
         let mut broken = None;
         for e in rd.committed_entries() {
@@ -145,17 +212,38 @@ impl Sim {
                 }
             }
         }
-        let deferred = self.cfg.async_leader_persist && rd.can_defer_sync();
+        let chunk = rd.snapshot.map(|c| Chunk {
+            meta: c.meta(),
+            offset: c.offset,
+            data: c.data.to_vec(),
+            last: c.is_last(),
+        });
+        let deferred = self.cfg.async_leader_persist && rd.can_defer_sync() && chunk.is_none();
         let io = PendingIo {
             hard_state: rd.hard_state,
             entries,
             after_persist,
             committed,
             read_states: rd.read_states.to_vec(),
+            chunk,
         };
         let leader = node.role() == Role::Leader;
         if let Some(err) = broken {
             self.fail(format!("n{id} could not read a committed entry: {err}"));
+            return;
+        }
+        if io
+            .chunk
+            .as_ref()
+            .is_some_and(|c| c.last && (!io.entries.is_empty() || !io.committed.is_empty()))
+        {
+            // The Ready contract: a Ready that installs a snapshot has no entries and no
+            // committed entries (the snapshot stands for them).
+            self.fail(format!(
+                "n{id}'s Ready installs a snapshot but also hands out {} entries and {} committed entries",
+                io.entries.len(),
+                io.committed.len()
+            ));
             return;
         }
         if deferred && leader {
@@ -204,10 +292,91 @@ impl Sim {
         self.complete_io(id, io, true);
     }
 
+    /// Writes a snapshot chunk into the incoming buffer, and installs the snapshot when it is
+    /// the last: the disk's log is replaced by it and the state machine restored from it.
+    fn write_chunk(&mut self, id: NodeId, c: Chunk) -> Result<(), String> {
+        let k = self.slot(id);
+        let node = self.hosts[k].node.as_mut().ok_or("down")?;
+        let disk = node.storage_mut();
+        let m = &c.meta;
+        disk.write_chunk(m.index, m.term, m.len, c.offset, &c.data)
+            .map_err(|e| {
+                format!(
+                    "n{id} was handed chunk {}+{} of snapshot {} that does not continue what it wrote: {e}",
+                    c.offset,
+                    c.data.len(),
+                    m.index
+                )
+            })?;
+        if !c.last {
+            return Ok(());
+        }
+        let bytes = disk
+            .received()
+            .ok_or("a last chunk left the snapshot incomplete")?;
+        let sm = StateMachine::decode(bytes).map_err(|e| format!("n{id} received {e}"))?;
+        if (sm.index, sm.term) != (m.index, m.term) {
+            return Err(format!(
+                "n{id} received a snapshot of ({}, {}) described as ({}, {})",
+                sm.index, sm.term, m.index, m.term
+            ));
+        }
+        disk.install(c.meta.clone(), sm.hash)
+            .map_err(|e| format!("n{id} could not install snapshot {}: {e}", m.index))?;
+        self.restore(id, sm);
+        self.register_point(id, sm.index, sm.term, sm.hash);
+        self.record(EventKind::Install {
+            node: id,
+            index: sm.index,
+            term: sm.term,
+        });
+        Ok(())
+    }
+
+    /// Restores node `id`'s state machine to `sm` (from a snapshot), checking state machine
+    /// safety: it is the state every node had after applying through its index.
+    pub(crate) fn restore(&mut self, id: NodeId, sm: StateMachine) {
+        let k = self.slot(id);
+        let h = &mut self.hosts[k];
+        h.sm = sm;
+        h.restored = sm.index;
+        h.applied.clear();
+        if sm.index == Index::ZERO {
+            return;
+        }
+        if let Some(&(term, hash)) = self.committed.get(sm.index.0 as usize - 1) {
+            if (term, hash) != (sm.term, sm.hash) {
+                self.fail(format!(
+                    "n{id} restored a state at {} (term {}, hash {:#x}) that differs from the one applied there (term {term}, hash {hash:#x})",
+                    sm.index, sm.term, sm.hash
+                ));
+            }
+        }
+    }
+
+    /// Log matching for a point a snapshot stands for: (index, term) names one history.
+    fn register_point(&mut self, id: NodeId, index: Index, term: Term, hash: u64) {
+        match self.log_registry.get(&(index, term)) {
+            Some(&h) if h != hash => self.fail(format!(
+                "log matching: n{id}'s snapshot holds a different history up to ({index}, {term})"
+            )),
+            Some(_) => {}
+            None => {
+                self.log_registry.insert((index, term), hash);
+            }
+        }
+    }
+
     /// Writes a `Ready` to the disk, sends what waited for it, applies, and advances: synced
     /// (everything written so far is durable), or not (a leader's deferred sync).
-    fn complete_io(&mut self, id: NodeId, io: PendingIo, synced: bool) {
+    fn complete_io(&mut self, id: NodeId, mut io: PendingIo, synced: bool) {
         let k = self.slot(id);
+        if let Some(c) = io.chunk.take() {
+            if let Err(e) = self.write_chunk(id, c) {
+                self.fail(e);
+                return;
+            }
+        }
         let Some(node) = self.hosts[k].node.as_mut() else {
             return;
         };
@@ -289,11 +458,12 @@ impl Sim {
                 node.advance_unsynced();
             }
         }
+        self.maybe_snapshot(id);
     }
 
     fn apply(&mut self, id: NodeId, e: CommittedEntry) {
         let k = self.slot(id);
-        let expect = Index(self.hosts[k].applied.len() as u64 + 1);
+        let expect = self.hosts[k].sm.index.next();
         if e.index != expect {
             self.fail(format!(
                 "n{id} applied {} out of order (expected {expect})",
@@ -301,26 +471,98 @@ impl Sim {
             ));
             return;
         }
-        let h = hash_bytes(mix(FNV_OFFSET, e.kind as u64), &e.data);
+        self.hosts[k].sm.apply(e.index, e.term, e.kind, &e.data);
+        let hash = self.hosts[k].sm.hash;
         let i = e.index.0 as usize - 1;
-        // State machine safety (§5.4.3): every node applies the same entry at each index.
-        if let Some(&(term, hash)) = self.committed.get(i) {
-            if term != e.term || hash != h {
+        // State machine safety (§5.4.3): every node applies the same entry at each index, and
+        // so has the same state after it.
+        if let Some(&(term, h)) = self.committed.get(i) {
+            if term != e.term || h != hash {
                 self.fail(format!(
                     "n{id} applied ({}, {}) where ({}, {term}) was applied before",
                     e.index, e.term, e.index
                 ));
                 return;
             }
-        } else {
-            self.committed.push((e.term, h));
+        } else if i == self.committed.len() {
+            self.committed.push((e.term, hash));
             self.committed_entries.push(e.clone());
+            if e.kind == EntryKind::Config {
+                match ConfigEntry::decode(&e.data) {
+                    Ok(c) => self.cluster_config = c.membership,
+                    Err(err) => {
+                        self.fail(format!("n{id} applied an undecodable config entry: {err}"));
+                        return;
+                    }
+                }
+            }
             if let Some(data) = self.proposals.remove(&(e.index, e.term)) {
                 if data == e.data {
                     self.acked.push(e.clone());
                 }
             }
+        } else {
+            self.fail(format!(
+                "n{id} applied {} but only {} entries are known committed",
+                e.index,
+                self.committed.len()
+            ));
+            return;
         }
         self.hosts[k].applied.push(e);
+    }
+
+    /// With `SimConfig::snapshot_every`, takes a snapshot once that many entries were applied
+    /// since the last one.
+    fn maybe_snapshot(&mut self, id: NodeId) {
+        let Some(every) = self.cfg.snapshot_every else {
+            return;
+        };
+        let k = self.slot(id);
+        let Some(node) = self.hosts[k].node.as_ref() else {
+            return;
+        };
+        let last = node.storage().snapshot().map_or(0, |m| m.index.0);
+        if self.hosts[k].sm.index.0 >= last + every.max(1) {
+            self.take_snapshot(id);
+        }
+    }
+
+    /// Snapshots node `id`'s state machine at the point the node names, saves it, and compacts
+    /// the log through it. Returns the index, or `None` if the node cannot name a point now.
+    pub(crate) fn take_snapshot(&mut self, id: NodeId) -> Option<Index> {
+        let k = self.slot(id);
+        let sm = self.hosts[k].sm;
+        let size = self.cfg.snapshot_bytes;
+        if self.hosts[k].io.is_some() {
+            return None;
+        }
+        let node = self.hosts[k].node.as_mut()?;
+        let mut meta = node.snapshot_point()?;
+        if (meta.index, meta.term) != (sm.index, sm.term) {
+            self.fail(format!(
+                "n{id}'s snapshot point ({}, {}) is not what its state machine applied ({}, {})",
+                meta.index, meta.term, sm.index, sm.term
+            ));
+            return None;
+        }
+        let data = sm.encode(size);
+        meta.len = data.len() as u64;
+        let (index, term, len) = (meta.index, meta.term, meta.len);
+        let disk = node.storage_mut();
+        let saved = disk
+            .save_snapshot(SimSnapshot { meta, data })
+            .and_then(|()| disk.compact(index));
+        if let Err(e) = saved {
+            self.fail(format!("n{id} could not save a snapshot at {index}: {e}"));
+            return None;
+        }
+        self.record(EventKind::Snapshot {
+            node: id,
+            index,
+            term,
+            len,
+        });
+        Some(index)
     }
 }

@@ -157,8 +157,14 @@ impl Sim {
         if self.dropped_by_partition(from, to, summary) {
             return;
         }
-        let k = self.slot(to);
-        let Some(node) = self.hosts[k].node.as_mut() else {
+        // A configuration may name a node the simulation never started: nobody is there.
+        let node = if self.has_host(to) {
+            let k = self.slot(to);
+            self.hosts[k].node.as_mut()
+        } else {
+            None
+        };
+        let Some(node) = node else {
             self.record(EventKind::Drop {
                 from,
                 to,

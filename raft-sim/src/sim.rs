@@ -5,12 +5,14 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::fmt;
 
 use raft_core::{
-    Config, EntryKind, Index, Node, NodeId, ProposeError, ReadState, Role, Status, Storage, Term,
+    ConfChange, Config, EntryKind, Index, Membership, Node, NodeId, ProposeError, ReadState, Role,
+    Status, Storage, Term, TransferError,
 };
 
 use crate::host::Host;
 use crate::net::LinkConfig;
 use crate::rng::SimRng;
+use crate::state::StateMachine;
 use crate::storage::SimStorage;
 use crate::trace::{Event, EventKind, MsgSummary, Trace};
 
@@ -21,7 +23,8 @@ pub type SimNode = Node<SimStorage, 9, 16, 512, { 32 * 1024 }, { 64 * 1024 }, 32
 /// A simulation's setup.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
-    /// Members, with ids `1..=nodes`.
+    /// Founding members, with ids `1..=nodes`: the bootstrap voters. More nodes can join
+    /// later ([`Sim::add_node`]).
     pub nodes: u64,
     /// Seeds everything: node timers, network and disk decisions.
     pub seed: u64,
@@ -47,6 +50,17 @@ pub struct SimConfig {
     /// calls `advance_unsynced`, and reports the sync with `persisted` when the disk finishes,
     /// as raft-std does; a crash before then loses the write. Default off.
     pub async_leader_persist: bool,
+    /// Take a snapshot of a node's state machine once it has applied this many entries since
+    /// its last one, and compact its log through it. Default `None`: never (the log grows).
+    pub snapshot_every: Option<u64>,
+    /// The size of a snapshot's bytes: the state machine's few bytes of state, padded with
+    /// bytes derived from it (and checked on restore), so that a snapshot takes several
+    /// chunks. Default 16 KiB.
+    pub snapshot_bytes: usize,
+    /// [`Config::max_snapshot_chunk`]. Default 4 KiB.
+    pub max_snapshot_chunk: usize,
+    /// [`Config::read_lease`]. Default off.
+    pub read_lease: bool,
 }
 
 impl SimConfig {
@@ -66,6 +80,10 @@ impl SimConfig {
             disk_max_us: 1_000,
             trace_keep: 20_000,
             async_leader_persist: false,
+            snapshot_every: None,
+            snapshot_bytes: 16 * 1024,
+            max_snapshot_chunk: 4 * 1024,
+            read_lease: false,
         }
     }
 }
@@ -162,7 +180,10 @@ impl Ord for Scheduled {
 /// inject faults with [`Sim::crash`], [`Sim::partition`], [`Sim::set_link`], ...
 pub struct Sim {
     pub(crate) cfg: SimConfig,
+    /// Every node, founders first, in id order (`ids[k]` is `NodeId(k + 1)`).
     pub(crate) ids: Vec<NodeId>,
+    /// The bootstrap voters.
+    pub(crate) founders: Vec<NodeId>,
     pub(crate) hosts: Vec<Host>,
     pub(crate) queue: BinaryHeap<Reverse<Scheduled>>,
     pub(crate) seq: u64,
@@ -174,7 +195,11 @@ pub struct Sim {
     // Invariant state.
     pub(crate) leaders: BTreeMap<Term, NodeId>,
     pub(crate) log_registry: BTreeMap<(Index, Term), u64>,
+    /// Per committed index: its term and the state machine's hash after applying it.
     pub(crate) committed: Vec<(Term, u64)>,
+    /// The configuration of the latest committed config entry applied anywhere (the bootstrap
+    /// voters before any).
+    pub(crate) cluster_config: Membership,
     pub(crate) committed_entries: Vec<CommittedEntry>,
     pub(crate) proposals: BTreeMap<(Index, Term), Vec<u8>>,
     pub(crate) acked: Vec<CommittedEntry>,
@@ -199,7 +224,10 @@ impl Sim {
             d.mark_durable();
         }
         let ids: Vec<NodeId> = (1..=cfg.nodes).map(NodeId).collect();
+        let cluster_config = Membership::with_voters(&ids).unwrap_or_default();
         let mut sim = Sim {
+            founders: ids.clone(),
+            cluster_config,
             rng: SimRng::new(cfg.seed),
             trace: Trace::new(cfg.trace_keep),
             cfg,
@@ -222,27 +250,22 @@ impl Sim {
         };
         for (k, disk) in disks.into_iter().enumerate() {
             let id = sim.ids[k];
-            sim.hosts.push(Host {
-                node: None,
-                disk: Some(disk),
-                io: None,
-                incarnation: 0,
-                applied: Vec::new(),
-                seen_role: (Role::Follower, Term::ZERO),
-                seen_commit: Index::ZERO,
-            });
+            sim.hosts.push(Host::new(disk, true));
             sim.boot(id);
         }
         sim
     }
 
     fn node_config(&self, id: NodeId) -> Config<'_> {
-        let mut c = Config::new(id, &self.ids);
+        let founder = self.hosts[self.slot(id)].founder;
+        let mut c = Config::new(id, if founder { &self.founders } else { &[] });
         c.election_ticks = self.cfg.election_ticks;
         c.heartbeat_ticks = self.cfg.heartbeat_ticks;
         c.pre_vote = self.cfg.pre_vote;
         c.check_quorum = self.cfg.check_quorum;
         c.seed = self.cfg.seed.wrapping_mul(31).wrapping_add(id.0);
+        c.max_snapshot_chunk = self.cfg.max_snapshot_chunk;
+        c.read_lease = self.cfg.read_lease;
         c
     }
 
@@ -252,11 +275,38 @@ impl Sim {
             return;
         };
         // Registering what the disk holds lets log matching be checked against it too.
+        let first = disk.first_index();
         for (i, e) in disk.entries().iter().enumerate() {
-            let key = (Index(i as u64 + 1), e.term);
+            let key = (first.plus(i as u64), e.term);
             self.log_registry.entry(key).or_insert(e.prefix_hash);
         }
-        let hs = disk.hard_state();
+        let compacted = disk.compacted();
+        if let (Ok(term), Some(hash)) = (disk.term(compacted), disk.prefix_hash(compacted)) {
+            if compacted > Index::ZERO {
+                self.log_registry.entry((compacted, term)).or_insert(hash);
+            }
+        }
+        // The state machine starts from the snapshot, if there is one.
+        let sm = match disk.latest_snapshot() {
+            None => Ok(StateMachine::default()),
+            Some(s) => StateMachine::decode(&s.data).and_then(|sm| {
+                if (sm.index, sm.term) == (s.meta.index, s.meta.term) {
+                    Ok(sm)
+                } else {
+                    Err(format!(
+                        "a snapshot described as {} holds {}",
+                        s.meta.index, sm.index
+                    ))
+                }
+            }),
+        };
+        let sm = match sm {
+            Ok(sm) => sm,
+            Err(e) => {
+                self.fail(format!("n{id} cannot restore its state machine: {e}"));
+                return;
+            }
+        };
         let node = match SimNode::new(&self.node_config(id), disk) {
             Ok(n) => n,
             Err(e) => {
@@ -264,14 +314,17 @@ impl Sim {
                 return;
             }
         };
+        let st = node.status();
+        let membership = node.membership().clone();
         let h = &mut self.hosts[k];
         h.node = Some(Box::new(node));
         h.incarnation += 1;
         h.io = None;
-        h.applied.clear();
-        h.seen_role = (Role::Follower, hs.term);
-        h.seen_commit = hs.commit;
+        h.seen_role = (Role::Follower, st.term);
+        h.seen_commit = st.commit;
+        h.seen_membership = membership;
         let inc = h.incarnation;
+        self.restore(id, sm);
         let phase = self.rng.range(1, self.cfg.tick_us);
         self.schedule(
             phase,
@@ -435,17 +488,24 @@ impl Sim {
         self.run_until(max_us, |s| s.in_agreement())
     }
 
-    /// Whether every live node has applied the same entries, through the highest commit index
-    /// any live node knows, with nothing left to persist.
+    /// Whether every live member (of [`Sim::cluster_membership`]) has applied the same
+    /// entries, through the highest commit index any of them knows, with nothing left to
+    /// persist. Nodes outside the configuration (removed, or not yet added) are not asked.
     pub fn in_agreement(&self) -> bool {
-        let live: Vec<&Host> = self.hosts.iter().filter(|h| h.node.is_some()).collect();
+        let live: Vec<&Host> = self
+            .ids
+            .iter()
+            .filter(|&&id| self.is_member(id))
+            .map(|&id| &self.hosts[self.slot(id)])
+            .filter(|h| h.node.is_some())
+            .collect();
         let Some(first) = live.first() else {
             return true;
         };
-        let n = first.applied.len();
+        let n = first.sm.index.0 as usize;
         live.iter().all(|h| {
             let st = h.node.as_ref().map(|n| n.status());
-            h.applied.len() == n
+            h.sm.index.0 as usize == n
                 && h.io.is_none()
                 && st.is_some_and(|s| s.commit.0 as usize == n && s.last_index.0 as usize == n)
         }) && n == self.committed_entries.len()
@@ -487,6 +547,64 @@ impl Sim {
         node.read_index(context)?;
         self.after_input(id);
         Ok(())
+    }
+
+    /// Proposes a configuration change at node `id` (with no context bytes). The entry is
+    /// traced; it counts as committed like any other once applied.
+    pub fn propose_conf_change(
+        &mut self,
+        id: NodeId,
+        changes: &[ConfChange],
+    ) -> Result<Index, ProposeError> {
+        let k = self.slot(id);
+        let Some(node) = self.hosts[k].node.as_mut() else {
+            return Err(ProposeError::NotLeader { leader: None });
+        };
+        let index = node.propose_conf_change(changes, &[])?;
+        let term = node.term();
+        self.record(EventKind::ConfChange {
+            node: id,
+            index,
+            term,
+            changes: changes.to_vec(),
+        });
+        self.after_input(id);
+        Ok(index)
+    }
+
+    /// Asks leader `id` to hand leadership over to `to`.
+    pub fn transfer_leadership(&mut self, id: NodeId, to: NodeId) -> Result<(), TransferError> {
+        let k = self.slot(id);
+        let Some(node) = self.hosts[k].node.as_mut() else {
+            return Err(TransferError::NotLeader { leader: None });
+        };
+        node.transfer_leadership(to)?;
+        self.record(EventKind::Transfer { node: id, to });
+        self.after_input(id);
+        Ok(())
+    }
+
+    /// Starts a new node, with the next free id, an empty disk and no voters: it waits,
+    /// neither voting nor campaigning, until a leader adds it ([`Sim::propose_conf_change`]).
+    pub fn add_node(&mut self) -> NodeId {
+        let id = NodeId(self.ids.len() as u64 + 1);
+        self.ids.push(id);
+        let mut disk = SimStorage::new();
+        disk.mark_durable();
+        self.hosts.push(Host::new(disk, false));
+        self.record(EventKind::NewNode { node: id });
+        self.boot(id);
+        id
+    }
+
+    /// Takes a snapshot of node `id`'s state machine now (if the node can name a point: it is
+    /// up, no write is under way, and its applied configuration is known) and compacts its log
+    /// through it. Returns the snapshot's index.
+    pub fn snapshot(&mut self, id: NodeId) -> Option<Index> {
+        if !self.has_host(id) {
+            return None;
+        }
+        self.take_snapshot(id)
     }
 
     /// Asks node `id` to campaign now.
@@ -533,7 +651,7 @@ impl Sim {
 
     // ----- observation -----
 
-    /// Member ids.
+    /// Every node's id, founders and added nodes alike, in id order.
     pub fn ids(&self) -> &[NodeId] {
         &self.ids
     }
@@ -568,13 +686,15 @@ impl Sim {
         self.node(id).map(|n| n.status())
     }
 
-    /// The live leader of the highest term, if no live node has a higher term than it (so
-    /// that a deposed leader that has not yet heard the news is not reported).
+    /// The live leader of the highest term, if no live member has a higher term than it (so
+    /// that a deposed leader that has not yet heard the news is not reported). Only members of
+    /// [`Sim::cluster_membership`] count: a removed node is nobody's leader.
     pub fn leader(&self) -> Option<NodeId> {
         let live = self
-            .hosts
+            .ids
             .iter()
-            .filter_map(|h| h.node.as_ref().map(|n| n.status()));
+            .filter(|&&id| self.is_member(id))
+            .filter_map(|&id| self.status(id));
         let max_term = live.clone().map(|s| s.term).max()?;
         live.filter(|s| s.role == Role::Leader && s.term == max_term)
             .map(|s| s.id)
@@ -591,9 +711,59 @@ impl Sim {
             .collect()
     }
 
-    /// What node `id`'s state machine has applied, in order (empty while down).
+    /// What node `id`'s state machine has applied since it was last restored (from a
+    /// snapshot, at [`Sim::restored_from`], or empty at boot), in order (empty while down).
     pub fn applied(&self, id: NodeId) -> &[CommittedEntry] {
         &self.hosts[self.slot(id)].applied
+    }
+
+    /// Node `id`'s state machine, if up.
+    pub fn state_machine(&self, id: NodeId) -> Option<StateMachine> {
+        let h = &self.hosts[self.slot(id)];
+        h.node.as_ref().map(|_| h.sm)
+    }
+
+    /// The snapshot index node `id`'s state machine was last restored from (0 if it started
+    /// empty and applied everything itself).
+    pub fn restored_from(&self, id: NodeId) -> Index {
+        self.hosts[self.slot(id)].restored
+    }
+
+    /// The state every node had after applying through `index` (its term and hash), once some
+    /// node has (the empty state for index 0).
+    pub fn state_at(&self, index: Index) -> Option<StateMachine> {
+        let Some(i) = index.0.checked_sub(1) else {
+            return Some(StateMachine::default());
+        };
+        let i = i as usize;
+        self.committed
+            .get(i)
+            .map(|&(term, hash)| StateMachine { index, term, hash })
+    }
+
+    /// The configuration node `id` uses (the latest in its log), if up.
+    pub fn membership(&self, id: NodeId) -> Option<&Membership> {
+        self.node(id).map(|n| n.membership())
+    }
+
+    /// The cluster's configuration: that of the latest committed configuration entry applied
+    /// anywhere (the bootstrap voters before any).
+    pub fn cluster_membership(&self) -> &Membership {
+        &self.cluster_config
+    }
+
+    /// Whether `id` is a member (voter or learner) of [`Sim::cluster_membership`].
+    pub fn is_member(&self, id: NodeId) -> bool {
+        self.cluster_config.contains(id)
+    }
+
+    /// The bootstrap voters.
+    pub fn founders(&self) -> &[NodeId] {
+        &self.founders
+    }
+
+    pub(crate) fn has_host(&self, id: NodeId) -> bool {
+        id.0 >= 1 && id.0 as usize <= self.hosts.len()
     }
 
     /// Every entry known committed (applied by some node), in index order.

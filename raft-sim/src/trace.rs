@@ -8,7 +8,21 @@
 //!   1234.500 n3 role leader term=2
 //!   1240.000 n3->n1 send Append term=2 index=5 entries=3 commit=4
 //!   1241.200 n3->n1 drop Append (loss)
+//!   1250.000 n3->n4 send Snapshot term=2 index=40 offset=4096 bytes=4096
+//!   1251.100 n4->n3 send SnapshotResponse term=2 index=40 next=8192
+//!   1300.000 n4 install snapshot index=40 term=2
+//!   1310.000 n3 snapshot index=60 term=2 len=16384
+//!   1400.000 n3 conf-change index=61 term=2 +learner n5
+//!   1400.000 n3 config voters=[1,2,3,4] learners=[5]
+//!   1500.000 n3 config joint old=[1,2,3,4] new=[2,3,4,5] learners=[]
+//!   1600.000 n3 transfer to n2
+//!   1700.000 n6 new
 //! ```
+//!
+//! A message's summary shows its kind and term, then what it is about when that is not zero:
+//! `index=` (see [`MsgSummary::index`]), `entries=`, `reject`; a snapshot chunk its `offset=`
+//! and `bytes=`, a snapshot answer the `next=` offset it wants, a vote request sent on a
+//! leadership transfer `transfer`.
 //!
 //! [`Trace::hash`] folds every event (including ones no longer kept in memory) into one
 //! number: the same seed and the same script give the same hash, bit for bit.
@@ -16,7 +30,7 @@
 use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
 
-use raft_core::{Body, Index, Message, NodeId, Role, Term};
+use raft_core::{Body, ConfChange, Index, Membership, Message, NodeId, Role, Term};
 
 use crate::storage::{hash_bytes, mix, FNV_OFFSET};
 
@@ -43,11 +57,23 @@ pub struct MsgSummary {
     pub entries: u32,
     /// Whether it refuses (vote or append rejections).
     pub reject: bool,
+    /// A snapshot chunk's offset, or the next offset a snapshot answer asks for.
+    pub offset: u64,
+    /// A snapshot chunk's data bytes.
+    pub bytes: u32,
+    /// A vote request sent on a leadership transfer.
+    pub transfer: bool,
 }
 
 impl MsgSummary {
     /// Summarises a decoded message.
     pub fn of(m: &Message<'_>) -> Self {
+        let (offset, bytes, transfer) = match m.body {
+            Body::Snapshot { offset, data, .. } => (offset, data.len() as u32, false),
+            Body::SnapshotResponse { next, .. } => (next, 0, false),
+            Body::Vote { transfer, .. } => (0, 0, transfer),
+            _ => (0, 0, false),
+        };
         let (index, entries, reject) = match m.body {
             Body::PreVote { last_index, .. } | Body::Vote { last_index, .. } => {
                 (last_index, 0, false)
@@ -63,6 +89,9 @@ impl MsgSummary {
             Body::AppendResponse { index, reject } => (index, 0, reject.is_some()),
             Body::Heartbeat { commit, .. } => (commit, 0, false),
             Body::ReadIndexResponse { index, .. } => (index, 0, false),
+            Body::Snapshot { index, .. } | Body::SnapshotResponse { index, .. } => {
+                (index, 0, false)
+            }
             _ => (Index::ZERO, 0, false),
         };
         MsgSummary {
@@ -71,6 +100,9 @@ impl MsgSummary {
             index,
             entries,
             reject,
+            offset,
+            bytes,
+            transfer,
         }
     }
 }
@@ -199,6 +231,68 @@ pub enum EventKind {
         /// The text.
         text: String,
     },
+    /// A node took a snapshot of its state machine and compacted its log through it.
+    Snapshot {
+        /// The node.
+        node: NodeId,
+        /// The last index it covers.
+        index: Index,
+        /// That entry's term.
+        term: Term,
+        /// Its size in bytes.
+        len: u64,
+    },
+    /// A node installed a snapshot received from its leader: its log now starts after it and
+    /// its state machine was restored from it.
+    Install {
+        /// The node.
+        node: NodeId,
+        /// The last index it covers.
+        index: Index,
+        /// That entry's term.
+        term: Term,
+    },
+    /// A leader accepted a configuration change.
+    ConfChange {
+        /// The leader.
+        node: NodeId,
+        /// The index of its entry.
+        index: Index,
+        /// In this term.
+        term: Term,
+        /// The changes.
+        changes: Vec<ConfChange>,
+    },
+    /// The configuration a node uses changed (a config entry appended, truncated, or a
+    /// snapshot installed).
+    Membership {
+        /// The node.
+        node: NodeId,
+        /// The configuration now in effect there (boxed: it is much larger than any other
+        /// event).
+        membership: Box<Membership>,
+    },
+    /// A leader started handing leadership over.
+    Transfer {
+        /// The leader.
+        node: NodeId,
+        /// The target.
+        to: NodeId,
+    },
+    /// A new node started, with an empty disk and no configuration, waiting to be added.
+    NewNode {
+        /// The node.
+        node: NodeId,
+    },
+}
+
+/// Writes ids as `[1,2,3]`.
+fn write_ids(f: &mut fmt::Formatter<'_>, ids: impl Iterator<Item = NodeId>) -> fmt::Result {
+    f.write_str("[")?;
+    for (k, id) in ids.enumerate() {
+        write!(f, "{}{id}", if k > 0 { "," } else { "" })?;
+    }
+    f.write_str("]")
 }
 
 impl fmt::Display for Event {
@@ -253,6 +347,48 @@ impl fmt::Display for Event {
             }
             EventKind::Heal => f.write_str("net heal"),
             EventKind::Note { text } => write!(f, "-- {text}"),
+            EventKind::Snapshot {
+                node,
+                index,
+                term,
+                len,
+            } => write!(f, "n{node} snapshot index={index} term={term} len={len}"),
+            EventKind::Install { node, index, term } => {
+                write!(f, "n{node} install snapshot index={index} term={term}")
+            }
+            EventKind::ConfChange {
+                node,
+                index,
+                term,
+                changes,
+            } => {
+                write!(f, "n{node} conf-change index={index} term={term}")?;
+                for (k, c) in changes.iter().enumerate() {
+                    f.write_str(if k > 0 { ", " } else { " " })?;
+                    match c {
+                        ConfChange::AddLearner(id) => write!(f, "+learner n{id}")?,
+                        ConfChange::AddVoter(id) => write!(f, "+voter n{id}")?,
+                        ConfChange::Remove(id) => write!(f, "-n{id}")?,
+                    }
+                }
+                Ok(())
+            }
+            EventKind::Membership { node, membership } => {
+                let m = membership;
+                write!(f, "n{node} config ")?;
+                if m.is_joint() {
+                    f.write_str("joint old=")?;
+                    write_ids(f, m.members().iter().filter(|x| x.outgoing).map(|x| x.id))?;
+                    f.write_str(" new=")?;
+                } else {
+                    f.write_str("voters=")?;
+                }
+                write_ids(f, m.voters())?;
+                f.write_str(" learners=")?;
+                write_ids(f, m.learners())
+            }
+            EventKind::Transfer { node, to } => write!(f, "n{node} transfer to n{to}"),
+            EventKind::NewNode { node } => write!(f, "n{node} new"),
         }
     }
 }
@@ -268,6 +404,14 @@ impl fmt::Display for MsgSummary {
         }
         if self.reject {
             f.write_str(" reject")?;
+        }
+        match self.kind {
+            "Snapshot" => write!(f, " offset={} bytes={}", self.offset, self.bytes)?,
+            "SnapshotResponse" => write!(f, " next={}", self.offset)?,
+            _ => {}
+        }
+        if self.transfer {
+            f.write_str(" transfer")?;
         }
         Ok(())
     }

@@ -6,7 +6,7 @@
 
 use std::fmt::Display;
 
-use raft_core::{NodeId, Role, Term};
+use raft_core::{ConfChange, Membership, NodeId, ProposeError, Role, Term};
 use raft_sim::{LinkConfig, Sim};
 
 /// What a scenario returns: a [`raft_sim::Violation`] or a failed expectation, either printed
@@ -150,8 +150,10 @@ pub fn settle(sim: &mut Sim, max_us: u64) -> Outcome {
 }
 
 /// Every entry a client saw committed ([`Sim::acked`]) is in the committed log at its index,
-/// in every live node's applied state machine and on its disk; and every live node applied
-/// exactly the committed log.
+/// in every live member's state machine and on its disk (or in the snapshot its disk
+/// compacted it into); and every live member's state machine is exactly the committed log
+/// (restored from a snapshot of it, then applying the rest). Nodes outside the cluster's
+/// configuration (removed ones) are not asked.
 pub fn check_acked(sim: &Sim) -> Outcome {
     let committed = sim.committed();
     for a in sim.acked() {
@@ -162,24 +164,84 @@ pub fn check_acked(sim: &Sim) -> Outcome {
         );
     }
     for &id in sim.ids() {
-        if !sim.is_up(id) {
+        if !sim.is_up(id) || !sim.is_member(id) {
             continue;
         }
+        let base = sim.restored_from(id).0 as usize;
         let applied = sim.applied(id);
         ensure!(
-            applied == committed,
-            "n{id} applied {} entries, the committed log has {} (or they differ)",
+            committed.get(base..) == Some(applied),
+            "n{id} applied {} entries after a snapshot at {base}, the committed log has {} (or they differ)",
             applied.len(),
             committed.len()
         );
-        let disk = sim.disk(id).map(|d| d.entries()).unwrap_or(&[]);
+        let sm = sim.state_machine(id).ok_or("up but no state machine")?;
+        ensure!(
+            sm.index.0 as usize == committed.len() && sim.state_at(sm.index) == Some(sm),
+            "n{id}'s state machine {sm:?} is not the committed log's ({} entries)",
+            committed.len()
+        );
+        let disk = sim.disk(id).ok_or("up but no disk")?;
+        let compacted = disk.compacted();
+        if compacted > raft_core::Index::ZERO {
+            ensure!(
+                disk.prefix_hash(compacted) == sim.state_at(compacted).map(|s| s.hash),
+                "n{id}'s disk compacted through {compacted} a history other than the committed one"
+            );
+        }
         for a in sim.acked() {
-            let e = disk.get(a.index.0 as usize - 1);
+            if a.index <= compacted {
+                continue;
+            }
+            let e = disk.get(a.index);
             ensure!(
                 e.is_some_and(|e| e.term == a.term && e.data == a.data),
                 "n{id}'s disk lacks acknowledged entry {a:?}"
             );
         }
+    }
+    Ok(())
+}
+
+/// The configuration `changes` lead to from `from`, once any joint step is left.
+pub fn config_after(from: &Membership, changes: &[ConfChange]) -> Option<Membership> {
+    let next = from.apply(changes).ok()?;
+    Some(if next.is_joint() {
+        next.leave_joint()
+    } else {
+        next
+    })
+}
+
+/// Makes the configuration change `changes` from the cluster's current configuration: proposes
+/// it at whoever leads (again after a leader change lost it), and runs until the cluster's
+/// configuration ([`Sim::cluster_membership`]) is the one it leads to, joint step left, for at
+/// most `max_us`. Errors if the change is invalid, or does not complete in time.
+pub fn change_config(sim: &mut Sim, changes: &[ConfChange], max_us: u64) -> Outcome {
+    let from = sim.cluster_membership().clone();
+    let target = config_after(&from, changes)
+        .ok_or_else(|| format!("{changes:?} is not a valid change of {from:?}"))?;
+    sim.note(format!("change {changes:?}"));
+    let deadline = sim.now() + max_us;
+    while *sim.cluster_membership() != target {
+        ensure!(
+            sim.now() < deadline,
+            "{changes:?} did not complete within {max_us}us\n{}last events:\n{}",
+            statuses(sim),
+            tail(sim, 40)
+        );
+        if let Some(l) = sim.leader() {
+            // Propose unless the change is already in the leader's log.
+            let current = sim.membership(l).cloned().unwrap_or_default();
+            let ready = sim.node(l).is_some_and(|n| n.can_change_config());
+            if ready && current == from {
+                match sim.propose_conf_change(l, changes) {
+                    Ok(_) | Err(ProposeError::NotCaughtUp(_)) | Err(ProposeError::Busy) => {}
+                    Err(e) => return Err(format!("n{l} refused {changes:?}: {e}").into()),
+                }
+            }
+        }
+        sim.run_ticks(1)?;
     }
     Ok(())
 }

@@ -28,7 +28,7 @@ fn seven_nodes_ten_rounds_of_isolating_three() {
             }
             let minority: Vec<NodeId> = cut.iter().copied().collect();
             let majority: Vec<NodeId> = ids.iter().copied().filter(|i| !cut.contains(i)).collect();
-            if round % 2 == 0 {
+            if round.is_multiple_of(2) {
                 sim.partition(&[&majority, &minority]);
             } else {
                 let mut groups: Vec<&[NodeId]> = vec![&majority];
@@ -87,6 +87,11 @@ fn seven_nodes_ten_rounds_of_isolating_three() {
 fn figure8(seed: u64, link: LinkConfig, async_persist: bool) -> Outcome {
     let mut cfg = SimConfig::new(5, seed);
     cfg.async_leader_persist = async_persist;
+    figure8_with(cfg, link)
+}
+
+fn figure8_with(mut cfg: SimConfig, link: LinkConfig) -> Outcome {
+    let seed = cfg.seed;
     if seed % 2 == 1 {
         cfg.disk_min_us = 1_000;
         cfg.disk_max_us = 10_000;
@@ -196,53 +201,87 @@ fn figure8_leader_crashes_lossy_network_with_deferred_leader_syncs() {
 
 /// Random crashes, restarts, partitions into random groups and lossy links, with clients
 /// proposing throughout. At the end everything a client saw committed is in the final log and
-/// in every node's applied state machine.
+/// in every node's applied state machine. With `snapshots`, nodes snapshot every few entries
+/// and compact their logs, so that returning nodes are caught up by snapshots, on links that
+/// also reorder messages by up to half a second.
+fn churn(seed: u64, snapshots: bool) -> Outcome {
+    let size = if seed.is_multiple_of(2) { 5 } else { 3 };
+    let mut cfg = SimConfig::new(size, seed);
+    // Every third seed a slow disk, so crashes often land during a write.
+    if seed % 3 == 2 {
+        cfg.disk_min_us = 1_000;
+        cfg.disk_max_us = 10_000;
+    }
+    if snapshots {
+        cfg.snapshot_every = Some(1 + seed % 8);
+        cfg.snapshot_bytes = 2048 + (seed % 5) as usize * 1000;
+        cfg.max_snapshot_chunk = 512;
+    }
+    let mut sim = Sim::new(cfg);
+    let e = election_us(&sim);
+    let mut rng = SimRng::new(seed ^ 0xC4_0A2);
+    for round in 0..150u64 {
+        for k in 0..rng.range(0, 4) {
+            let _ = sim.propose_to_leader(format!("c{round}-{k}").as_bytes());
+        }
+        let id = n(rng.range(1, size));
+        match rng.range(0, 9) {
+            0 => sim.crash(id),
+            1 | 2 => sim.restart(id),
+            3 => sim.isolate(id),
+            4 => {
+                let mut groups: Vec<Vec<NodeId>> = vec![Vec::new(); 2];
+                for &m in sim.ids() {
+                    groups[rng.range(0, 1) as usize].push(m);
+                }
+                let refs: Vec<&[NodeId]> = groups.iter().map(|g| g.as_slice()).collect();
+                sim.partition(&refs);
+            }
+            5 | 6 => sim.heal(),
+            7 => {
+                let link = LinkConfig::unreliable(rng.range(0, 30) as f64 / 100.0);
+                sim.set_network(if snapshots {
+                    link.with_long_delays(0.05, 500_000)
+                } else {
+                    link
+                });
+            }
+            _ => {}
+        }
+        sim.run_for(rng.range(1_000, 300_000))?;
+    }
+    settle(&mut sim, 100 * e)?;
+    ensure!(
+        sim.acked().len() >= 5,
+        "only {} entries acknowledged: the schedule tested little",
+        sim.acked().len()
+    );
+    Ok(())
+}
+
+/// Figure 8 with snapshots every few entries and compaction: crashed leaders come back behind
+/// the others' compacted logs and are caught up by snapshots, some of which a crash
+/// interrupts; deferred leader syncs on even seeds.
+#[test]
+fn figure8_leader_crashes_with_snapshots_and_compaction() {
+    for_seeds("figure8_snapshots", 40, |seed| {
+        let mut cfg = SimConfig::new(5, seed);
+        cfg.async_leader_persist = seed.is_multiple_of(2);
+        cfg.snapshot_every = Some(1 + seed % 5);
+        cfg.snapshot_bytes = 3000;
+        cfg.max_snapshot_chunk = 1024;
+        figure8_with(cfg, LinkConfig::unreliable(0.05))
+    });
+}
+
 #[test]
 fn churn_acknowledged_entries_survive() {
-    for_seeds(
-        "churn_acknowledged_entries_survive",
-        150,
-        |seed| -> Outcome {
-            let size = if seed % 2 == 0 { 5 } else { 3 };
-            let mut cfg = SimConfig::new(size, seed);
-            // Every third seed a slow disk, so crashes often land during a write.
-            if seed % 3 == 2 {
-                cfg.disk_min_us = 1_000;
-                cfg.disk_max_us = 10_000;
-            }
-            let mut sim = Sim::new(cfg);
-            let e = election_us(&sim);
-            let mut rng = SimRng::new(seed ^ 0xC4_0A2);
-            for round in 0..150u64 {
-                for k in 0..rng.range(0, 4) {
-                    let _ = sim.propose_to_leader(format!("c{round}-{k}").as_bytes());
-                }
-                let id = n(rng.range(1, size));
-                match rng.range(0, 9) {
-                    0 => sim.crash(id),
-                    1 | 2 => sim.restart(id),
-                    3 => sim.isolate(id),
-                    4 => {
-                        let mut groups: Vec<Vec<NodeId>> = vec![Vec::new(); 2];
-                        for &m in sim.ids() {
-                            groups[rng.range(0, 1) as usize].push(m);
-                        }
-                        let refs: Vec<&[NodeId]> = groups.iter().map(|g| g.as_slice()).collect();
-                        sim.partition(&refs);
-                    }
-                    5 | 6 => sim.heal(),
-                    7 => sim.set_network(LinkConfig::unreliable(rng.range(0, 30) as f64 / 100.0)),
-                    _ => {}
-                }
-                sim.run_for(rng.range(1_000, 300_000))?;
-            }
-            settle(&mut sim, 100 * e)?;
-            ensure!(
-                sim.acked().len() >= 5,
-                "only {} entries acknowledged: the schedule tested little",
-                sim.acked().len()
-            );
-            Ok(())
-        },
-    );
+    for_seeds("churn_acknowledged_entries_survive", 150, |seed| {
+        churn(seed, false)
+    });
+}
+
+#[test]
+fn churn_with_snapshots_and_long_reordering_acknowledged_entries_survive() {
+    for_seeds("churn_with_snapshots", 150, |seed| churn(seed, true));
 }
