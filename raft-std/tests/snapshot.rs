@@ -841,3 +841,55 @@ proptest! {
         let _ = receiver.finish_receive();
     }
 }
+
+#[test]
+fn a_sealed_snapshot_is_committed_off_thread_then_adopted() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let (mut store, _) = open(d.path());
+    write(&mut store, 5, 1, b"m", b"old");
+    let mut w = store.create(Index(9), Term(2), b"meta").expect("create");
+    w.write_all(b"new data").expect("write");
+    let sealed = w.seal().expect("seal");
+    // Until adopted, the store goes on serving the previous snapshot.
+    assert_eq!(store.latest().map(|l| l.index), Some(Index(5)));
+    assert_eq!(data_of(&store), b"old");
+    let committed = std::thread::spawn(move || sealed.commit().expect("commit"))
+        .join()
+        .expect("thread");
+    // Durable already: a restart would find it.
+    assert!(committed.info().path.exists());
+    let info = store.adopt(committed).expect("adopt");
+    assert_eq!((info.index, info.term), (Index(9), Term(2)));
+    assert_eq!(data_of(&store), b"new data");
+    assert_eq!(names(d.path()).len(), 1, "{:?}", names(d.path()));
+    let (_, latest) = open(d.path());
+    assert_eq!(latest.map(|l| l.index), Some(Index(9)));
+}
+
+#[test]
+fn a_sealed_snapshot_overtaken_by_a_received_one_is_dropped() {
+    let a = tempfile::tempdir().expect("tempdir");
+    let b = tempfile::tempdir().expect("tempdir");
+    let (mut leader, _) = open(a.path());
+    write(&mut leader, 20, 3, b"m", b"from the leader");
+    let (mut follower, _) = open(b.path());
+    let mut w = follower.create(Index(10), Term(2), b"m").expect("create");
+    w.write_all(b"local").expect("write");
+    let sealed = w.seal().expect("seal");
+    send(&leader, &mut follower, 4);
+    follower.finish_receive().expect("finish the transfer");
+    let committed = sealed.commit().expect("commit");
+    let path = committed.info().path.clone();
+    assert!(matches!(
+        follower.adopt(committed),
+        Err(SnapshotError::Stale { .. })
+    ));
+    assert!(!path.exists(), "the stale file is deleted");
+    assert_eq!(follower.latest().map(|l| l.index), Some(Index(20)));
+    assert_eq!(data_of(&follower), b"from the leader");
+    // A sealed snapshot dropped uncommitted leaves nothing behind.
+    let mut w = follower.create(Index(30), Term(3), b"m").expect("create");
+    w.write_all(b"x").expect("write");
+    drop(w.seal().expect("seal"));
+    assert_eq!(names(b.path()).len(), 1, "{:?}", names(b.path()));
+}

@@ -491,6 +491,18 @@ struct TransferWait {
     deadline: Instant,
 }
 
+/// A snapshot written by the state machine, being made durable by a thread of its own.
+struct SnapshotJob {
+    meta: SnapshotMeta,
+    started: Instant,
+    /// How long the state machine took to write it (the node thread's share).
+    written: Duration,
+    rx: std::sync::mpsc::Receiver<
+        Result<crate::snapshot::Committed, crate::snapshot::SnapshotError>,
+    >,
+    thread: JoinHandle<()>,
+}
+
 /// An admin request forwarded to the leader, awaiting its reply.
 struct AdminForwarded {
     op: AdminOp,
@@ -567,8 +579,11 @@ struct Driver<M> {
     /// Admin requests forwarded to the leader, by request id.
     admin_forwarded: HashMap<u64, AdminForwarded>,
     transfers: Vec<TransferWait>,
-    /// The index of the latest snapshot, and the rules for taking the next.
+    /// The index of the latest snapshot, of the last one started, the one being made durable,
+    /// and the rules for taking the next.
     last_snapshot: Index,
+    snapshot_started: Index,
+    snapshot_job: Option<SnapshotJob>,
     snapshot_entries: u64,
     snapshot_bytes: u64,
     log_keep_entries: u64,
@@ -655,6 +670,8 @@ fn run<M: StateMachine>(
         admin_forwarded: HashMap::new(),
         transfers: Vec::new(),
         last_snapshot,
+        snapshot_started: last_snapshot,
+        snapshot_job: None,
         snapshot_entries: config.snapshot_entries,
         snapshot_bytes: config.snapshot_bytes,
         log_keep_entries: config.log_keep_entries,
@@ -798,6 +815,7 @@ impl<M: StateMachine> Driver<M> {
         if let Some(t) = self.sync_thread.take() {
             let _ = t.join();
         }
+        self.finish_snapshot_job(true);
         if let Err(e) = self.core.storage_mut().wal.sync() {
             tracing::error!(id = self.id.0, error = %e, "final log sync failed");
         }
@@ -1228,16 +1246,26 @@ impl<M: StateMachine> Driver<M> {
     }
 
     /// Takes a snapshot if the log has grown past the configured bounds (or if `force`), and
-    /// compacts the log below it. Returns the latest snapshot's index, if one was taken or
-    /// (when forced) already covers everything applied.
+    /// compacts the log below it once it is durable.
+    ///
+    /// The state machine writes the snapshot on this thread (into the page cache); the fsync,
+    /// rename and directory fsync run on a thread of their own, and the snapshot becomes the
+    /// latest (and the log is compacted) when that reports back. A forced snapshot (the
+    /// operator's `snapshot()`) is made durable before this returns, and returns its index (or
+    /// that of the latest, if it covers everything applied).
     fn maybe_snapshot(&mut self, force: bool) -> Option<Index> {
+        self.finish_snapshot_job(force);
+        if self.snapshot_job.is_some() {
+            return None;
+        }
         let applied = self.applied;
-        if applied <= self.last_snapshot {
+        let since_from = self.last_snapshot.max(self.snapshot_started);
+        if applied <= since_from {
             return (force && self.last_snapshot > Index(0)).then_some(self.last_snapshot);
         }
         if !force {
-            let since = applied.0 - self.last_snapshot.0;
-            let by_count = self.snapshot_entries > 0 && since >= self.snapshot_entries;
+            let by_count =
+                self.snapshot_entries > 0 && applied.0 - since_from.0 >= self.snapshot_entries;
             let by_bytes = self.snapshot_bytes > 0
                 && self.core.storage().wal.bytes_held() >= self.snapshot_bytes;
             if !by_count && !by_bytes {
@@ -1250,26 +1278,110 @@ impl<M: StateMachine> Driver<M> {
         let encoded = members::encode_meta(&meta.membership, &book);
         let started = Instant::now();
         let Driver { core, sm, .. } = self;
-        let disk = core.storage_mut();
-        let written = disk
+        let sealed = core
+            .storage_mut()
             .snaps
             .create(meta.index, meta.term, &encoded)
             .map_err(|e| e.to_string())
             .and_then(|mut w| {
                 sm.snapshot(&mut w)
                     .map_err(|e| format!("the state machine failed: {e}"))?;
-                w.finish().map_err(|e| e.to_string())
+                w.seal().map_err(|e| e.to_string())
             });
         // Retried only after as many entries again, not on every turn of the loop.
-        self.last_snapshot = applied;
-        let info = match written {
-            Ok(info) => info,
+        self.snapshot_started = applied;
+        let sealed = match sealed {
+            Ok(s) => s,
             Err(e) => {
                 tracing::error!(id = self.id.0, index = meta.index.0, error = %e, "snapshot failed");
                 return None;
             }
         };
+        let written = started.elapsed();
+        if force {
+            let committed = sealed.commit();
+            self.adopt_snapshot(meta.clone(), committed, started, written);
+            return (self.last_snapshot == meta.index).then_some(meta.index);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let shared = self.shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("tickraft-snap-{}", self.id.0))
+            .spawn(move || {
+                let _ = tx.send(sealed.commit());
+                // Wake the node thread; if its inbox is full it is awake anyway.
+                let _ = shared.inbox.push_message(Incoming::Synced, 0);
+            });
+        match spawned {
+            Ok(thread) => {
+                self.snapshot_job = Some(SnapshotJob {
+                    meta,
+                    started,
+                    written,
+                    rx,
+                    thread,
+                });
+            }
+            Err(e) => {
+                tracing::error!(id = self.id.0, error = %e, "cannot spawn the snapshot thread")
+            }
+        }
+        None
+    }
+
+    /// Takes the outcome of the snapshot being made durable off-thread, if it is in (or, with
+    /// `block`, waits for it).
+    fn finish_snapshot_job(&mut self, block: bool) {
+        let Some(job) = &self.snapshot_job else {
+            return;
+        };
+        let outcome = if block {
+            job.rx.recv().ok()
+        } else {
+            match job.rx.try_recv() {
+                Ok(r) => Some(r),
+                Err(std::sync::mpsc::TryRecvError::Empty) => return,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
+            }
+        };
+        let Some(job) = self.snapshot_job.take() else {
+            return;
+        };
+        if job.thread.join().is_err() {
+            tracing::error!(id = self.id.0, "the snapshot thread panicked");
+        }
+        match outcome {
+            Some(committed) => self.adopt_snapshot(job.meta, committed, job.started, job.written),
+            None => tracing::error!(id = self.id.0, "the snapshot thread ended without a word"),
+        }
+    }
+
+    /// Makes a durable snapshot the latest, and compacts the log below it (keeping
+    /// `log_keep_entries`).
+    fn adopt_snapshot(
+        &mut self,
+        meta: SnapshotMeta,
+        committed: Result<crate::snapshot::Committed, crate::snapshot::SnapshotError>,
+        started: Instant,
+        written: Duration,
+    ) {
         let disk = self.core.storage_mut();
+        let info = match committed.and_then(|c| disk.snaps.adopt(c)) {
+            Ok(info) => info,
+            Err(crate::snapshot::SnapshotError::Stale { latest, .. }) => {
+                tracing::info!(
+                    id = self.id.0,
+                    index = meta.index.0,
+                    latest = latest.0,
+                    "a snapshot from the leader overtook this one; it is dropped"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::error!(id = self.id.0, index = meta.index.0, error = %e, "snapshot failed");
+                return;
+            }
+        };
         disk.meta = Some(SnapshotMeta {
             len: info.file_len,
             ..meta.clone()
@@ -1282,16 +1394,17 @@ impl<M: StateMachine> Driver<M> {
                 }
             }
         }
+        self.last_snapshot = meta.index;
         self.metrics.snapshots_taken += 1;
         tracing::info!(
             id = self.id.0,
             index = meta.index.0,
             bytes = info.file_len,
-            millis = started.elapsed().as_millis() as u64,
+            write_millis = written.as_millis() as u64,
+            total_millis = started.elapsed().as_millis() as u64,
             compacted_through = keep.0,
             "took a snapshot"
         );
-        Some(meta.index)
     }
 
     /// Notices a change of leader or term: proposals waiting for a leader can go now, and

@@ -103,7 +103,7 @@ use std::path::{Path, PathBuf};
 use raft_core::{Index, Term};
 
 pub use self::error::SnapshotError;
-pub use self::writer::SnapshotWriter;
+pub use self::writer::{Committed, Sealed, SnapshotWriter};
 use crate::wal::fsync_dir;
 
 /// The largest meta a snapshot may hold: 1 MiB.
@@ -375,12 +375,45 @@ impl SnapshotStore {
             info: info.clone(),
             file,
         });
-        // The new snapshot is durable, so the rest is tidying: a file left behind is deleted by
-        // the next open, and failing here would report a durable snapshot as lost.
+        self.remove_others(&info.path);
+        Ok(info)
+    }
+
+    /// Makes a snapshot committed off the store's thread ([`Sealed::commit`]) the latest and
+    /// deletes the older ones. One older than the latest (a snapshot received from the leader
+    /// overtook it) is deleted instead, and the answer is [`SnapshotError::Stale`].
+    pub fn adopt(&mut self, committed: Committed) -> Result<SnapshotInfo, SnapshotError> {
+        let Committed { file, info } = committed;
+        if let Err(e) = self.check_not_stale(info.index) {
+            drop(file);
+            if let Err(e) = remove(&info.path) {
+                tracing::warn!(error = %e, "cannot remove a stale snapshot");
+            }
+            return Err(e);
+        }
+        tracing::info!(
+            path = %info.path.display(),
+            index = info.index.0,
+            term = info.term.0,
+            bytes = info.file_len,
+            "new latest snapshot"
+        );
+        self.latest = Some(Latest {
+            info: info.clone(),
+            file,
+        });
+        self.remove_others(&info.path);
+        Ok(info)
+    }
+
+    /// Deletes every snapshot but `keep`. The kept one is durable, so this is tidying: a file
+    /// left behind is deleted by the next open, and failing here would report a durable
+    /// snapshot as lost.
+    fn remove_others(&self, keep: &Path) {
         match list(&self.dir) {
             Ok(listing) => {
                 for (_, _, path) in listing.snapshots {
-                    if path != info.path {
+                    if path != keep {
                         if let Err(e) = remove(&path) {
                             tracing::warn!(error = %e, "cannot remove an older snapshot");
                         }
@@ -389,7 +422,6 @@ impl SnapshotStore {
             }
             Err(e) => tracing::warn!(error = %e, "cannot list the older snapshots to remove"),
         }
-        Ok(info)
     }
 
     /// A reader over the data section of the latest snapshot (for restoring a state machine).

@@ -128,6 +128,122 @@ impl<'s> SnapshotWriter<'s> {
     }
 }
 
+impl SnapshotWriter<'_> {
+    /// Writes the trailer and flushes the file, without syncing it or making it the store's
+    /// latest: the slow part, [`Sealed::commit`], can then run on another thread while the
+    /// store goes on serving, and [`SnapshotStore::adopt`] makes it the latest afterwards.
+    pub fn seal(mut self) -> Result<Sealed, SnapshotError> {
+        let io = |op: &'static str, path: &PathBuf| {
+            let path = path.clone();
+            move |source| SnapshotError::Io { path, op, source }
+        };
+        if let Some(e) = self.failed.take() {
+            return Err(io("write", &self.tmp)(e));
+        }
+        let Some(mut out) = self.out.take() else {
+            return Err(io("write", &self.tmp)(io::Error::other(
+                "the writer was finished",
+            )));
+        };
+        let trailer = format::encode_trailer(self.crc, self.data_len);
+        out.write_all(&trailer).map_err(io("write", &self.tmp))?;
+        let file = out
+            .into_inner()
+            .map_err(|e| io("write", &self.tmp)(e.into_error()))?;
+        let meta = std::mem::take(&mut self.meta);
+        let info = SnapshotInfo {
+            index: self.index,
+            term: self.term,
+            file_len: HEADER_LEN + meta.len() as u64 + self.data_len + TRAILER_LEN,
+            data_len: self.data_len,
+            meta,
+            path: self
+                .store
+                .dir
+                .join(format::file_name(self.index, self.term)),
+        };
+        // The sealed file owns the temporary file from here on.
+        self.installed = true;
+        Ok(Sealed {
+            tmp: self.tmp.clone(),
+            dir: self.store.dir.clone(),
+            file: Some(file),
+            info,
+        })
+    }
+}
+
+/// A snapshot written in full but not yet durable (see [`SnapshotWriter::seal`]). It owns its
+/// temporary file and may be sent to another thread; dropping it uncommitted deletes the file.
+#[derive(Debug)]
+pub struct Sealed {
+    tmp: PathBuf,
+    dir: PathBuf,
+    /// `None` once committed.
+    file: Option<File>,
+    info: SnapshotInfo,
+}
+
+/// A durable snapshot file, for [`SnapshotStore::adopt`].
+#[derive(Debug)]
+pub struct Committed {
+    pub(super) file: File,
+    pub(super) info: SnapshotInfo,
+}
+
+impl Committed {
+    /// The snapshot's description.
+    pub fn info(&self) -> &SnapshotInfo {
+        &self.info
+    }
+}
+
+impl Sealed {
+    /// The snapshot's description.
+    pub fn info(&self) -> &SnapshotInfo {
+        &self.info
+    }
+
+    /// Fsyncs the file, renames it to its final name and fsyncs the directory: once this
+    /// returns the snapshot is durable (a restart finds it), though not yet the store's latest.
+    pub fn commit(mut self) -> Result<Committed, SnapshotError> {
+        let io = |op: &'static str, path: &PathBuf| {
+            let path = path.clone();
+            move |source| SnapshotError::Io { path, op, source }
+        };
+        let Some(file) = self.file.take() else {
+            return Err(io("sync", &self.tmp)(io::Error::other("already committed")));
+        };
+        let result = (|| {
+            file.sync_all().map_err(io("sync", &self.tmp))?;
+            fs::rename(&self.tmp, &self.info.path).map_err(io("rename", &self.tmp))?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            self.file = Some(file);
+            return Err(e);
+        }
+        super::fsync_dir(&self.dir).map_err(io("sync directory", &self.dir))?;
+        Ok(Committed {
+            file,
+            info: self.info.clone(),
+        })
+    }
+}
+
+impl Drop for Sealed {
+    fn drop(&mut self) {
+        if self.file.is_none() {
+            return;
+        }
+        if let Err(e) = fs::remove_file(&self.tmp) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.tmp.display(), error = %e, "cannot remove an uncommitted snapshot file");
+            }
+        }
+    }
+}
+
 impl Write for SnapshotWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if let Some(e) = &self.failed {
