@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Loads a 3-node tickraft-kv cluster on this machine with redis-benchmark (Debian's
 # redis-tools), fsync on, and prints SET and INCR throughput and latency with 1 and 50 clients
-# (and 1000 with BENCH_MANY=1000), then the failover time after kill -9 of the leader.
+# (and 1000 with BENCH_MANY=1000), the same pipelined (BENCH_PIPELINE, default 16 per client),
+# then the failover time after kill -9 of the leader.
 #
 #   bash scripts/bench-kv.sh                 # defaults: 20000 requests per run against the leader
 #   BENCH_N=50000 BENCH_TARGET=follower bash scripts/bench-kv.sh
@@ -62,6 +63,14 @@ PY
 for clients in 1 "$many"; do
     redis-benchmark -p "$port" -t set,incr -n "$n" -c "$clients" -r 100000 -q 2>&1 \
         | tr '\r' '\n' | grep -E 'requests per second' | sed "s/^/clients=$clients  /"
+done
+
+# Pipelined: each connection's writes that arrive together go to the log as one entry.
+pipeline="${BENCH_PIPELINE:-16}"
+for clients in 1 "$many"; do
+    redis-benchmark -p "$port" -t set,incr -n "$((n * 5))" -c "$clients" -P "$pipeline" -r 100000 -q \
+        2>&1 | tr '\r' '\n' | grep -E 'requests per second' \
+        | sed "s/^/clients=$clients pipeline=$pipeline  /"
 done
 
 fsyncs() { redis-cli -p "$port" INFO stats | tr -d '\r' | grep -E '^(fsyncs|fsync_avg_us|proposals):' | tr '\n' ' '; }

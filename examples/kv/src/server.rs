@@ -23,7 +23,8 @@ use tokio::task::JoinSet;
 use crate::backend::Backend;
 use crate::limits::DEFAULT_MAX_CLIENTS;
 use crate::resp::{printable, write_error, RequestReader};
-use crate::session::{Flow, Session};
+use crate::command::Command;
+use crate::session::{Flow, Offered, Session};
 
 /// How to run a [`Server`].
 #[derive(Clone, Debug)]
@@ -354,7 +355,20 @@ async fn serve_connection(
                     .stats
                     .commands_processed
                     .fetch_add(1, Ordering::Relaxed);
-                if session.handle(args, &mut out).await == Flow::Close {
+                // Writes that arrive together wait here to go to the log as one entry.
+                let command = match session.offer(Command::parse(args)) {
+                    Offered::Queued => continue,
+                    Offered::Handle(command) => command,
+                };
+                if session.flush(&mut out).await == Flow::Close {
+                    break None;
+                }
+                // After the flush the batch is empty: a write that did not fit starts the next.
+                let command = match session.offer(command) {
+                    Offered::Queued => continue,
+                    Offered::Handle(command) => command,
+                };
+                if session.handle_command(command, &mut out).await == Flow::Close {
                     break None;
                 }
                 if out.len() >= WRITE_BUFFER_BYTES
@@ -364,6 +378,9 @@ async fn serve_connection(
                 }
             }
             Ok(None) => {
+                if session.flush(&mut out).await == Flow::Close {
+                    break None;
+                }
                 // Every request that has arrived is answered: send the replies, then wait.
                 if !send(&mut stream, &mut out, &mut stopped).await {
                     return;

@@ -7,9 +7,11 @@ use raft_std::{AdminError, RequestError};
 
 use crate::backend::Member;
 use crate::codec::Transaction;
-use crate::command::{Admin, ClientCommand, Command, CommandsQuery, Op, COMMAND_NAMES};
+use crate::command::{
+    Admin, ClientCommand, Command, CommandError, CommandsQuery, Op, COMMAND_NAMES,
+};
 use crate::info;
-use crate::resp::{write_array_len, write_bulk, write_error, write_integer, write_nil, Args};
+use crate::resp::{write_array_len, write_bulk, write_error, write_integer, write_nil};
 use crate::server::Shared;
 
 /// Whether the connection stays open after a reply.
@@ -35,6 +37,18 @@ pub(crate) struct Session {
     id: u64,
     name: Vec<u8>,
     multi: Option<Multi>,
+    /// Writes pipelined back to back, not yet sent: they go to the log as one entry.
+    pipeline: Transaction,
+    /// The first of them on its own, so that a lone write keeps its plain encoding.
+    pipeline_first: Option<Vec<u8>>,
+}
+
+/// What [`Session::offer`] did with a request.
+pub(crate) enum Offered {
+    /// Queued with the writes before it; answered by [`Session::flush`].
+    Queued,
+    /// Not a write that can join the batch: flush, then [`Session::handle_command`] it.
+    Handle(Result<Command, CommandError>),
 }
 
 impl Session {
@@ -44,13 +58,74 @@ impl Session {
             id,
             name: Vec::new(),
             multi: None,
+            pipeline: Transaction::new(),
+            pipeline_first: None,
+        }
+    }
+
+    /// Pipelined writes (requests that arrived together, each a write, outside `MULTI`) are
+    /// batched: queued here, they become one log entry when the batch is flushed, so a
+    /// pipeline of N writes costs one commit instead of N sequential ones. They are applied
+    /// in order with nothing between them, which is what the connection asked for (its
+    /// commands run in order) and more (no other client's command runs between them). Any
+    /// other request, the end of what has arrived, or a full batch ([`Transaction`]'s
+    /// limits) flushes the batch first, so replies stay in order.
+    pub(crate) fn offer(&mut self, command: Result<Command, CommandError>) -> Offered {
+        if self.multi.is_none() {
+            if let Ok(Command::Op(op)) = &command {
+                if op.is_write() && self.pipeline.push(op).is_ok() {
+                    if self.pipeline.len() == 1 {
+                        self.pipeline_first = Some(op.encode());
+                    }
+                    return Offered::Queued;
+                }
+            }
+        }
+        Offered::Handle(command)
+    }
+
+    /// Sends the batched writes, if any, and writes their replies, one per write, in order.
+    pub(crate) async fn flush(&mut self, out: &mut Vec<u8>) -> Flow {
+        let n = self.pipeline.len();
+        if n == 0 {
+            return Flow::Continue;
+        }
+        let batch = std::mem::take(&mut self.pipeline);
+        let first = self.pipeline_first.take();
+        if n == 1 {
+            if let Some(single) = first {
+                return self.forward(out, single, true).await;
+            }
+        }
+        match self.shared.backend.propose(&batch.encode()).await {
+            Ok(reply) => {
+                // The store answers a batch with an array of the replies: the pipeline's
+                // replies are its elements, back to back.
+                let header = format!("*{n}\r\n");
+                match reply.strip_prefix(header.as_bytes()) {
+                    Some(replies) => out.extend_from_slice(replies),
+                    // One error for the whole entry (none arises for writes): one per write.
+                    None => (0..n).for_each(|_| out.extend_from_slice(&reply)),
+                }
+                Flow::Continue
+            }
+            Err(e) => {
+                let mut flow = Flow::Continue;
+                for _ in 0..n {
+                    flow = write_request_error(out, e, true);
+                }
+                flow
+            }
         }
     }
 
     /// Answers one request, appending the reply to `out`. Only requests that need the node
     /// wait (for its answer); the rest complete on the first poll.
-    pub(crate) async fn handle(&mut self, args: Args, out: &mut Vec<u8>) -> Flow {
-        let command = Command::parse(args);
+    pub(crate) async fn handle_command(
+        &mut self,
+        command: Result<Command, CommandError>,
+        out: &mut Vec<u8>,
+    ) -> Flow {
         if let Some(multi) = &mut self.multi {
             return match command {
                 Ok(Command::Exec) => self.exec(out).await,

@@ -657,3 +657,67 @@ fn shutdown_closes_connections() {
     server.shutdown();
     assert_eq!(read_to_close(&mut s), "");
 }
+
+/// [`LocalBackend`] that counts the proposals reaching it.
+struct Counting {
+    inner: LocalBackend,
+    proposals: Arc<AtomicUsize>,
+}
+
+impl Backend for Counting {
+    fn propose<'a>(&'a self, command: &'a [u8]) -> Reply<'a> {
+        self.proposals.fetch_add(1, Ordering::SeqCst);
+        self.inner.propose(command)
+    }
+    fn read<'a>(&'a self, query: &'a [u8]) -> Reply<'a> {
+        self.inner.read(query)
+    }
+    fn status(&self) -> RaftStatus {
+        self.inner.status()
+    }
+    fn metrics(&self) -> Metrics {
+        self.inner.metrics()
+    }
+    fn key_count(&self) -> u64 {
+        self.inner.key_count()
+    }
+    fn admin(&self, request: Admin) -> AdminReply<'_> {
+        self.inner.admin(request)
+    }
+}
+
+#[test]
+fn pipelined_writes_share_log_entries_and_keep_their_replies_in_order() {
+    let proposals = Arc::new(AtomicUsize::new(0));
+    let backend = Counting {
+        inner: LocalBackend::new(),
+        proposals: Arc::clone(&proposals),
+    };
+    let server = start(Arc::new(backend), 8);
+    let mut s = raw(server.local_addr());
+    // 3,000 writes in one go (more than one batch holds), with a failing INCR among them, a
+    // read in the middle that must see the writes before it, and a MULTI that stays a MULTI.
+    let mut batch = String::new();
+    let mut want = String::new();
+    for i in 0..1500 {
+        batch.push_str(&format!("SET k{i} {i}\r\nINCR c\r\n"));
+        want.push_str(&format!("+OK\r\n:{}\r\n", i + 1));
+        if i == 700 {
+            batch.push_str("INCR k5\r\nSET s text\r\nINCR s\r\nGET c\r\n");
+            want.push_str(":6\r\n+OK\r\n-ERR value is not an integer or out of range\r\n$3\r\n701\r\n");
+        }
+    }
+    batch.push_str("MULTI\r\nINCR c\r\nEXEC\r\nGET k1499\r\n");
+    want.push_str("+OK\r\n+QUEUED\r\n*1\r\n:1501\r\n$4\r\n1499\r\n");
+    s.write_all(batch.as_bytes()).expect("write");
+    assert_eq!(read_n(&mut s, want.len()), want);
+    let n = proposals.load(Ordering::SeqCst);
+    // Each batch ends at a read, at the end of what has arrived, or at 1,000 commands: a few
+    // dozen at most for 3,000 writes (how many depends on how the bytes arrive).
+    assert!(n < 100, "{n} proposals for 3,004 writes");
+    // A lone write is still a write of its own.
+    let before = proposals.load(Ordering::SeqCst);
+    let mut con = client(server.local_addr());
+    let () = con.set("alone", "1").expect("SET");
+    assert_eq!(proposals.load(Ordering::SeqCst), before + 1);
+}
