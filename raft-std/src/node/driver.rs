@@ -43,38 +43,42 @@ const MAX_QUEUED_MESSAGE_BYTES: usize = 64 << 20;
 
 type Answer = Result<Vec<u8>, RequestError>;
 type AnswerSlot = crate::sync::Arc<Slot<Answer>>;
+type AdminAnswer = Result<Index, AdminError>;
+
+/// What a request's slot holds when the node goes away without answering it.
+pub(crate) trait Unanswered: Send + 'static {
+    fn shutdown() -> Self;
+}
+
+impl Unanswered for Answer {
+    fn shutdown() -> Self {
+        Err(RequestError::Shutdown)
+    }
+}
+
+impl Unanswered for AdminAnswer {
+    fn shutdown() -> Self {
+        Err(AdminError::Shutdown)
+    }
+}
 
 /// The node's end of a request's slot. Every request is answered exactly once: explicitly, or
 /// with `Shutdown` when its responder is dropped unanswered (the node stopping, or its thread
 /// panicking), so that no waiter, blocking or async, is left hanging.
-pub(crate) struct Responder(AnswerSlot);
-
-impl Responder {
-    fn fill(&self, answer: Answer) -> bool {
-        self.0.fill(answer)
-    }
-}
-
-impl Drop for Responder {
-    fn drop(&mut self) {
-        self.0.fill(Err(RequestError::Shutdown));
-    }
-}
-
-type AdminAnswer = Result<Index, AdminError>;
+pub(crate) struct Responder<T: Unanswered = Answer>(crate::sync::Arc<Slot<T>>);
 
 /// [`Responder`] for membership changes, transfers and snapshots.
-pub(crate) struct AdminResponder(crate::sync::Arc<Slot<AdminAnswer>>);
+pub(crate) type AdminResponder = Responder<AdminAnswer>;
 
-impl AdminResponder {
-    fn fill(&self, answer: AdminAnswer) -> bool {
+impl<T: Unanswered> Responder<T> {
+    fn fill(&self, answer: T) -> bool {
         self.0.fill(answer)
     }
 }
 
-impl Drop for AdminResponder {
+impl<T: Unanswered> Drop for Responder<T> {
     fn drop(&mut self) {
-        self.0.fill(Err(AdminError::Shutdown));
+        self.0.fill(T::shutdown());
     }
 }
 
@@ -198,7 +202,7 @@ impl Shared {
     ) -> Result<Index, AdminError> {
         let slot = Slot::new();
         let deadline = Instant::now() + self.request_timeout;
-        let request = make(AdminResponder(slot.clone()), deadline);
+        let request = make(Responder(slot.clone()), deadline);
         match self.inbox.push_request(request) {
             Ok(()) => slot
                 .wait(Some(deadline + Duration::from_secs(60)))

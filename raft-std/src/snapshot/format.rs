@@ -10,6 +10,7 @@ use std::io;
 use raft_core::{Index, Term};
 
 use crate::wal::parse_hex;
+use crate::wal::record::{u32_at, u64_at};
 
 /// The first bytes of every snapshot file.
 pub(crate) const MAGIC: [u8; 8] = *b"TKRFSNAP";
@@ -212,20 +213,6 @@ pub(crate) fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<us
 #[cfg(windows)]
 pub(crate) fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     std::os::windows::fs::FileExt::seek_read(file, buf, offset)
-}
-
-/// Reads a little-endian `u32` at `at`; callers pass fixed-size arrays that hold it.
-fn u32_at(buf: &[u8], at: usize) -> u32 {
-    let mut b = [0; 4];
-    b.copy_from_slice(&buf[at..at + 4]);
-    u32::from_le_bytes(b)
-}
-
-/// Reads a little-endian `u64` at `at`; callers pass fixed-size arrays that hold it.
-fn u64_at(buf: &[u8], at: usize) -> u64 {
-    let mut b = [0; 8];
-    b.copy_from_slice(&buf[at..at + 8]);
-    u64::from_le_bytes(b)
 }
 
 #[cfg(test)]

@@ -364,6 +364,11 @@ impl SnapshotStore {
         fs::rename(tmp, &info.path).map_err(io_error(tmp, "rename"))?;
         *renamed = true;
         fsync_dir(&self.dir).map_err(io_error(&self.dir, "sync directory"))?;
+        Ok(self.make_latest(file, info))
+    }
+
+    /// Makes the durable snapshot `info` (open as `file`) the latest, and deletes the others.
+    fn make_latest(&mut self, file: File, info: SnapshotInfo) -> SnapshotInfo {
         tracing::info!(
             path = %info.path.display(),
             index = info.index.0,
@@ -376,7 +381,7 @@ impl SnapshotStore {
             file,
         });
         self.remove_others(&info.path);
-        Ok(info)
+        info
     }
 
     /// Makes a snapshot committed off the store's thread ([`Sealed::commit`]) the latest and
@@ -391,19 +396,7 @@ impl SnapshotStore {
             }
             return Err(e);
         }
-        tracing::info!(
-            path = %info.path.display(),
-            index = info.index.0,
-            term = info.term.0,
-            bytes = info.file_len,
-            "new latest snapshot"
-        );
-        self.latest = Some(Latest {
-            info: info.clone(),
-            file,
-        });
-        self.remove_others(&info.path);
-        Ok(info)
+        Ok(self.make_latest(file, info))
     }
 
     /// Deletes every snapshot but `keep`. The kept one is durable, so this is tidying: a file

@@ -93,6 +93,18 @@ impl<'s> SnapshotWriter<'s> {
     /// Fails if any write failed before (the file is then deleted). Once this returns `Ok`
     /// the snapshot is durable.
     pub fn finish(mut self) -> Result<SnapshotInfo, SnapshotError> {
+        let (file, info) = self.write_trailer()?;
+        file.sync_all().map_err(|source| SnapshotError::Io {
+            path: self.tmp.clone(),
+            op: "sync",
+            source,
+        })?;
+        let tmp = self.tmp.clone();
+        self.store.install(&tmp, file, info, &mut self.installed)
+    }
+
+    /// Writes the trailer and flushes the buffer: the file is whole (not yet synced).
+    fn write_trailer(&mut self) -> Result<(File, SnapshotInfo), SnapshotError> {
         let io = |op: &'static str, path: &PathBuf| {
             let path = path.clone();
             move |source| SnapshotError::Io { path, op, source }
@@ -110,7 +122,6 @@ impl<'s> SnapshotWriter<'s> {
         let file = out
             .into_inner()
             .map_err(|e| io("write", &self.tmp)(e.into_error()))?;
-        file.sync_all().map_err(io("sync", &self.tmp))?;
         let meta = std::mem::take(&mut self.meta);
         let info = SnapshotInfo {
             index: self.index,
@@ -123,8 +134,7 @@ impl<'s> SnapshotWriter<'s> {
                 .dir
                 .join(format::file_name(self.index, self.term)),
         };
-        let tmp = self.tmp.clone();
-        self.store.install(&tmp, file, info, &mut self.installed)
+        Ok((file, info))
     }
 }
 
@@ -133,35 +143,7 @@ impl SnapshotWriter<'_> {
     /// latest: the slow part, [`Sealed::commit`], can then run on another thread while the
     /// store goes on serving, and [`SnapshotStore::adopt`] makes it the latest afterwards.
     pub fn seal(mut self) -> Result<Sealed, SnapshotError> {
-        let io = |op: &'static str, path: &PathBuf| {
-            let path = path.clone();
-            move |source| SnapshotError::Io { path, op, source }
-        };
-        if let Some(e) = self.failed.take() {
-            return Err(io("write", &self.tmp)(e));
-        }
-        let Some(mut out) = self.out.take() else {
-            return Err(io("write", &self.tmp)(io::Error::other(
-                "the writer was finished",
-            )));
-        };
-        let trailer = format::encode_trailer(self.crc, self.data_len);
-        out.write_all(&trailer).map_err(io("write", &self.tmp))?;
-        let file = out
-            .into_inner()
-            .map_err(|e| io("write", &self.tmp)(e.into_error()))?;
-        let meta = std::mem::take(&mut self.meta);
-        let info = SnapshotInfo {
-            index: self.index,
-            term: self.term,
-            file_len: HEADER_LEN + meta.len() as u64 + self.data_len + TRAILER_LEN,
-            data_len: self.data_len,
-            meta,
-            path: self
-                .store
-                .dir
-                .join(format::file_name(self.index, self.term)),
-        };
+        let (file, info) = self.write_trailer()?;
         // The sealed file owns the temporary file from here on.
         self.installed = true;
         Ok(Sealed {

@@ -124,7 +124,7 @@
 
 mod error;
 mod log;
-mod record;
+pub(crate) mod record;
 mod recover;
 mod segment;
 

@@ -306,14 +306,14 @@ fn plausible(buf: &[u8], off: usize) -> bool {
 }
 
 /// Reads a little-endian `u32` at `at`; callers have checked that `buf` holds 4 bytes there.
-fn u32_at(buf: &[u8], at: usize) -> u32 {
+pub(crate) fn u32_at(buf: &[u8], at: usize) -> u32 {
     let mut b = [0; 4];
     b.copy_from_slice(&buf[at..at + 4]);
     u32::from_le_bytes(b)
 }
 
 /// Reads a little-endian `u64` at `at`; callers have checked that `buf` holds 8 bytes there.
-fn u64_at(buf: &[u8], at: usize) -> u64 {
+pub(crate) fn u64_at(buf: &[u8], at: usize) -> u64 {
     let mut b = [0; 8];
     b.copy_from_slice(&buf[at..at + 8]);
     u64::from_le_bytes(b)
