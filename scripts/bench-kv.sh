@@ -6,6 +6,7 @@
 #
 #   bash scripts/bench-kv.sh                 # defaults: 20000 requests per run against the leader
 #   BENCH_N=50000 BENCH_TARGET=follower bash scripts/bench-kv.sh
+#   BENCH_FLAGS=--read-lease bash scripts/bench-kv.sh   # flags for every `serve`
 #
 # Not a test: figures depend on the machine. The README records what it printed here.
 set -euo pipefail
@@ -33,7 +34,7 @@ trap cleanup EXIT
 peers="1=127.0.0.1:$((base + 1)),2=127.0.0.1:$((base + 2)),3=127.0.0.1:$((base + 3))"
 for i in 1 2 3; do
     RUST_LOG=warn "$bin" serve --id "$i" --peers "$peers" --client "127.0.0.1:$((base + 10 + i))" \
-        --data-dir "$dir/n$i" >"$dir/n$i.log" 2>&1 &
+        --data-dir "$dir/n$i" ${BENCH_FLAGS:-} >"$dir/n$i.log" 2>&1 &
     pids+=("$!")
 done
 
@@ -61,7 +62,7 @@ PY
 )"
 
 for clients in 1 "$many"; do
-    redis-benchmark -p "$port" -t set,incr -n "$n" -c "$clients" -r 100000 -q 2>&1 \
+    redis-benchmark -p "$port" -t set,incr,get -n "$n" -c "$clients" -r 100000 -q 2>&1 \
         | tr '\r' '\n' | grep -E 'requests per second' | sed "s/^/clients=$clients  /"
 done
 

@@ -21,9 +21,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use crate::backend::Backend;
+use crate::command::Command;
 use crate::limits::DEFAULT_MAX_CLIENTS;
 use crate::resp::{printable, write_error, RequestReader};
-use crate::command::Command;
 use crate::session::{Flow, Offered, Session};
 
 /// How to run a [`Server`].

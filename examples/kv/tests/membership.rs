@@ -147,7 +147,11 @@ fn write_keys_one_by_one(c: &Cluster, i: usize, prefix: &str, n: usize) -> Vec<(
         .collect();
     let mut con = c.conn(i);
     for (k, v) in &pairs {
-        let () = redis::cmd("SET").arg(k).arg(v).query(&mut con).expect("SET");
+        let () = redis::cmd("SET")
+            .arg(k)
+            .arg(v)
+            .query(&mut con)
+            .expect("SET");
     }
     pairs
 }

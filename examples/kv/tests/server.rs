@@ -704,7 +704,9 @@ fn pipelined_writes_share_log_entries_and_keep_their_replies_in_order() {
         want.push_str(&format!("+OK\r\n:{}\r\n", i + 1));
         if i == 700 {
             batch.push_str("INCR k5\r\nSET s text\r\nINCR s\r\nGET c\r\n");
-            want.push_str(":6\r\n+OK\r\n-ERR value is not an integer or out of range\r\n$3\r\n701\r\n");
+            want.push_str(
+                ":6\r\n+OK\r\n-ERR value is not an integer or out of range\r\n$3\r\n701\r\n",
+            );
         }
     }
     batch.push_str("MULTI\r\nINCR c\r\nEXEC\r\nGET k1499\r\n");
