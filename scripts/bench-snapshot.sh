@@ -5,7 +5,9 @@
 #      write) and how long until the snapshot was durable (from the node's log line);
 #   2. a follower stopped before the snapshot and restarted after it, with the leader's log
 #      compacted: how long until it has caught up (by snapshot install), and at what rate;
-#   3. RAFT.TRANSFER to the other follower, BENCH_TRANSFERS times: how long each takes.
+#   3. RAFT.TRANSFER to the other follower, BENCH_TRANSFERS times: how long each takes;
+#   4. a fresh cluster with automatic snapshots every 100 entries, loaded with BENCH_AUTO_KEYS
+#      keys: how long snapshots held the node threads, and whether any leader lost its place.
 #
 #   bash scripts/bench-snapshot.sh            # defaults: 300000 keys of 32 bytes
 #   BENCH_KEYS=1000000 bash scripts/bench-snapshot.sh
@@ -45,23 +47,9 @@ for i in 1 2 3; do start "$i"; done
 cli() { redis-cli -p "$((base + 10 + $1))" "${@:2}" 2>/dev/null | tr -d '\r'; }
 field() { cli "$1" INFO | sed -n "s/^$2://p"; }
 now_ms() { date +%s%3N; }
-leader_of() {
-    for _ in $(seq 1 400); do
-        for i in 1 2 3; do
-            if [ "$(field "$i" role)" = leader ]; then echo "$i"; return; fi
-        done
-        sleep 0.05
-    done
-    echo "no leader" >&2; exit 1
-}
-leader=$(leader_of)
-f1=$((leader % 3 + 1))
-# Follower f1 is stopped before the load: it will need the whole state by snapshot.
-kill -9 "${pids[$f1]}"
-wait "${pids[$f1]}" 2>/dev/null || true
-echo "leader is node $leader; follower $f1 stopped; loading $keys keys of $value bytes"
-t0=$(now_ms)
-python3 - "$((base + 10 + leader))" "$keys" "$value" <<'PY'
+# Loads `$2` keys of `$3` bytes through port `$1`, pipelined 2,000 at a time, every key once.
+load() {
+python3 - "$1" "$2" "$3" <<'PY'
 import socket, sys
 port, n, size = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 s = socket.create_connection(("127.0.0.1", port))
@@ -78,6 +66,24 @@ for start in range(0, n, batch):
     while got.count(b"\r\n") < want:
         got += s.recv(1 << 20)
 PY
+}
+leader_of() {
+    for _ in $(seq 1 400); do
+        for i in 1 2 3; do
+            if [ "$(field "$i" role)" = leader ]; then echo "$i"; return; fi
+        done
+        sleep 0.05
+    done
+    echo "no leader" >&2; exit 1
+}
+leader=$(leader_of)
+f1=$((leader % 3 + 1))
+# Follower f1 is stopped before the load: it will need the whole state by snapshot.
+kill -9 "${pids[$f1]}"
+wait "${pids[$f1]}" 2>/dev/null || true
+echo "leader is node $leader; follower $f1 stopped; loading $keys keys of $value bytes"
+t0=$(now_ms)
+load "$((base + 10 + leader))" "$keys" "$value"
 t1=$(now_ms)
 echo "   loaded in $((t1 - t0)) ms (one pipelined client); keys in the store: $(cli "$leader" DBSIZE)"
 
@@ -125,3 +131,24 @@ for k in $(seq 1 "$transfers"); do
     t1=$(now_ms)
     echo "   $l -> $to: $r in $((t1 - t0)) ms"
 done
+
+echo "4. automatic snapshots under load: a fresh cluster, --snapshot-entries 100"
+for i in 1 2 3; do kill -9 "${pids[$i]}" 2>/dev/null || true; wait "${pids[$i]}" 2>/dev/null || true; done
+auto_keys="${BENCH_AUTO_KEYS:-1000000}"
+base=$((base + 50))
+peers="1=127.0.0.1:$((base + 1)),2=127.0.0.1:$((base + 2)),3=127.0.0.1:$((base + 3))"
+for i in 1 2 3; do
+    RUST_LOG=info "$bin" serve --id "$i" --peers "$peers" --client "127.0.0.1:$((base + 10 + i))" \
+        --data-dir "$dir/auto$i" --snapshot-entries 100 >"$dir/auto$i.log" 2>&1 &
+    pids[$i]=$!
+done
+leader=$(leader_of)
+t0=$(now_ms)
+load "$((base + 10 + leader))" "$auto_keys" "$value"
+t1=$(now_ms)
+holds=$(grep -h "took a snapshot" "$dir"/auto*.log | sed -n 's/.*write_millis=\([0-9]*\).*/\1/p' | sort -n)
+totals=$(grep -h "took a snapshot" "$dir"/auto*.log | sed -n 's/.*total_millis=\([0-9]*\).*/\1/p' | sort -n)
+largest=$(grep -h "took a snapshot" "$dir"/auto*.log | sed -n 's/.*bytes=\([0-9]*\).*/\1/p' | sort -n | tail -1)
+echo "   $auto_keys keys in $((t1 - t0)) ms; $(echo "$holds" | wc -l) snapshots (largest $largest bytes);" \
+    "node thread held at most $(echo "$holds" | tail -1) ms, durable after at most $(echo "$totals" | tail -1) ms;" \
+    "leader changes after the first election: $(( $(grep -h "leader changed" "$dir"/auto*.log | wc -l) - 3 ))"

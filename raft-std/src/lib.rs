@@ -43,4 +43,4 @@ pub use node::{
     RequestError, StartError,
 };
 pub use raft_core::{ConfChange, Index, NodeId, Role, Term};
-pub use state_machine::StateMachine;
+pub use state_machine::{SnapshotView, StateMachine};

@@ -57,5 +57,6 @@ pub mod limits;
 pub mod resp;
 pub mod server;
 mod session;
+pub mod shards;
 pub mod snapshot;
 pub mod store;

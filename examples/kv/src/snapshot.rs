@@ -39,8 +39,12 @@ const TAG_END: u8 = 0x00;
 /// record is three small writes.
 const BUFFER_BYTES: usize = 64 * 1024;
 
-/// Writes `map` to `out` in the encoding above.
-pub(crate) fn write(map: &HashMap<Vec<u8>, Vec<u8>>, out: &mut dyn Write) -> io::Result<()> {
+/// Writes the `count` records of `records` to `out` in the encoding above.
+pub(crate) fn write<'a>(
+    count: usize,
+    records: impl IntoIterator<Item = (&'a Vec<u8>, &'a Vec<u8>)>,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let mut w = CrcWriter {
         inner: BufWriter::with_capacity(BUFFER_BYTES, out),
         crc: 0,
@@ -48,7 +52,9 @@ pub(crate) fn write(map: &HashMap<Vec<u8>, Vec<u8>>, out: &mut dyn Write) -> io:
     w.put(&MAGIC)?;
     w.put(&SNAPSHOT_VERSION.to_le_bytes())?;
     w.put(&0u16.to_le_bytes())?;
-    for (key, value) in map {
+    let mut written = 0u64;
+    for (key, value) in records {
+        written += 1;
         let mut head = [0u8; 9];
         head[0] = TAG_RECORD;
         head[1..5].copy_from_slice(&len_u32(key)?.to_le_bytes());
@@ -57,15 +63,44 @@ pub(crate) fn write(map: &HashMap<Vec<u8>, Vec<u8>>, out: &mut dyn Write) -> io:
         w.put(key)?;
         w.put(value)?;
     }
+    if written != count as u64 {
+        return Err(io::Error::other("the map changed while it was written"));
+    }
     w.put(&[TAG_END])?;
-    w.put(&(map.len() as u64).to_le_bytes())?;
+    w.put(&written.to_le_bytes())?;
     let crc = w.crc;
     w.put(&crc.to_le_bytes())?;
     w.inner.flush()
 }
 
+/// A map a snapshot can be read into.
+pub(crate) trait Records: Default {
+    /// Stores a record; the value that was there, if any.
+    fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) -> Option<Vec<u8>>;
+    /// Records held.
+    fn len(&self) -> usize;
+}
+
+impl Records for HashMap<Vec<u8>, Vec<u8>> {
+    fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) -> Option<Vec<u8>> {
+        HashMap::insert(self, key, value)
+    }
+    fn len(&self) -> usize {
+        HashMap::len(self)
+    }
+}
+
+impl Records for crate::shards::ShardedMap {
+    fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) -> Option<Vec<u8>> {
+        crate::shards::ShardedMap::insert(self, key, value)
+    }
+    fn len(&self) -> usize {
+        crate::shards::ShardedMap::len(self)
+    }
+}
+
 /// Reads a snapshot [`write`] wrote, to its end; the map it holds.
-pub(crate) fn read(input: &mut dyn Read) -> io::Result<HashMap<Vec<u8>, Vec<u8>>> {
+pub(crate) fn read<M: Records>(input: &mut dyn Read) -> io::Result<M> {
     let mut r = CrcReader {
         inner: BufReader::with_capacity(BUFFER_BYTES, input),
         crc: 0,
@@ -83,7 +118,7 @@ pub(crate) fn read(input: &mut dyn Read) -> io::Result<HashMap<Vec<u8>, Vec<u8>>
     if header[10..] != [0, 0] {
         return Err(invalid("reserved header bytes are not zero"));
     }
-    let mut map = HashMap::new();
+    let mut map = M::default();
     loop {
         let [tag] = r.array()?;
         match tag {
@@ -202,7 +237,7 @@ mod tests {
 
     fn encode(map: &HashMap<Vec<u8>, Vec<u8>>) -> Vec<u8> {
         let mut out = Vec::new();
-        write(map, &mut out).expect("writes to memory");
+        write(map.len(), map, &mut out).expect("writes to memory");
         out
     }
 
@@ -341,7 +376,9 @@ mod tests {
             }
         }
         assert_eq!(
-            read(&mut Broken).expect_err("fails").kind(),
+            read::<HashMap<Vec<u8>, Vec<u8>>>(&mut Broken)
+                .expect_err("fails")
+                .kind(),
             io::ErrorKind::ConnectionReset
         );
     }

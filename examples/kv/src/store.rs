@@ -4,17 +4,17 @@
 //! exact RESP reply for the client that proposed it, so the server writes it through
 //! untouched.
 
-use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use raft_std::{Index, StateMachine};
+use raft_std::{Index, SnapshotView, StateMachine};
 
 use crate::codec::{decode, Decoded};
 use crate::command::{parse_i64, Op, SetCondition};
 use crate::limits::MAX_REPLY_BYTES;
 use crate::resp::{write_array_len, write_bulk, write_error, write_integer, write_nil};
+use crate::shards::ShardedMap;
 use crate::snapshot;
 
 /// The number of keys in a store, readable from any thread without going through the node (so
@@ -33,7 +33,7 @@ impl KeyCount {
 /// The key-value store every member replicates.
 #[derive(Debug, Default)]
 pub struct KvStore {
-    map: HashMap<Vec<u8>, Vec<u8>>,
+    map: ShardedMap,
     keys: KeyCount,
 }
 
@@ -104,21 +104,21 @@ impl KvStore {
         match op {
             Op::Ping(None) => r.out.extend_from_slice(b"+PONG\r\n"),
             Op::Ping(Some(msg)) | Op::Echo(msg) => r.bulk(msg),
-            Op::Get(key) => match self.map.get(*key) {
+            Op::Get(key) => match self.map.get(key) {
                 Some(v) => r.bulk(v),
                 None => write_nil(&mut r.out),
             },
             Op::MGet(keys) => {
                 write_array_len(&mut r.out, keys.len());
                 for key in keys {
-                    match self.map.get(*key) {
+                    match self.map.get(key) {
                         Some(v) => r.bulk(v),
                         None => write_nil(&mut r.out),
                     }
                 }
             }
             Op::Exists(keys) => {
-                let n = keys.iter().filter(|k| self.map.contains_key(**k)).count();
+                let n = keys.iter().filter(|k| self.map.contains_key(k)).count();
                 write_integer(&mut r.out, n as i64);
             }
             Op::DbSize => write_integer(&mut r.out, self.map.len() as i64),
@@ -135,7 +135,7 @@ impl KvStore {
                 value,
                 condition,
             } => {
-                let current = self.map.get(*key);
+                let current = self.map.get(key);
                 let set = match condition {
                     SetCondition::Always => true,
                     SetCondition::IfAbsent => current.is_none(),
@@ -150,14 +150,11 @@ impl KvStore {
                 }
             }
             Op::Del(keys) => {
-                let n = keys
-                    .iter()
-                    .filter(|k| self.map.remove(**k).is_some())
-                    .count();
+                let n = keys.iter().filter(|k| self.map.remove(k).is_some()).count();
                 write_integer(&mut r.out, n as i64);
             }
             Op::IncrBy { key, delta } => {
-                let current = match self.map.get(*key) {
+                let current = match self.map.get(key) {
                     None => Some(0),
                     Some(v) => parse_i64(v),
                 };
@@ -235,7 +232,13 @@ impl StateMachine for KvStore {
 
     /// The whole map in the encoding of [`crate::snapshot`].
     fn snapshot(&self, out: &mut dyn io::Write) -> io::Result<()> {
-        snapshot::write(&self.map, out)
+        snapshot::write(self.map.len(), self.map.iter(), out)
+    }
+
+    /// A copy-on-write freeze of the map (see [`crate::shards`]): the node writes it on its
+    /// snapshot thread while this store goes on applying.
+    fn snapshot_view(&self) -> Option<Box<dyn SnapshotView>> {
+        Some(Box::new(Frozen(self.map.freeze())))
     }
 
     /// Replaces the map with a snapshot's. The new map is built beside the old one, so a
@@ -244,6 +247,15 @@ impl StateMachine for KvStore {
         self.map = snapshot::read(input)?;
         self.keys.0.store(self.map.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// The map as it was when a snapshot was asked for.
+struct Frozen(ShardedMap);
+
+impl SnapshotView for Frozen {
+    fn write_to(&mut self, out: &mut dyn io::Write) -> io::Result<()> {
+        snapshot::write(self.0.len(), self.0.iter(), out)
     }
 }
 
@@ -425,6 +437,48 @@ mod tests {
             .expect("valid");
         assert!(t.is_empty());
         assert_eq!(t.key_count().get(), 0);
+    }
+
+    #[test]
+    fn a_view_writes_the_state_it_was_taken_at_while_the_store_moves_on() {
+        let mut s = KvStore::new();
+        for i in 0..2000 {
+            run(&mut s, &format!("SET k{i} v{i}"));
+        }
+        let at_freeze = snapshot_of(&s);
+        let mut view = s.snapshot_view().expect("the store offers a view");
+        // Writes after the freeze, to every shard: overwritten, deleted, new and counted keys.
+        for i in 0..2000 {
+            run(&mut s, &format!("SET k{i} changed"));
+        }
+        run(&mut s, "DEL k1 k2 k3");
+        run(&mut s, "SET brand-new 1");
+        let mut written = Vec::new();
+        // On another thread, as the node does.
+        let written = std::thread::spawn(move || {
+            view.write_to(&mut written).expect("writes to memory");
+            written
+        })
+        .join()
+        .expect("thread");
+        let (mut from_view, mut from_snapshot) = (KvStore::new(), KvStore::new());
+        from_view.restore(&mut &written[..]).expect("valid");
+        from_snapshot.restore(&mut &at_freeze[..]).expect("valid");
+        assert_eq!(from_view.len(), 2000);
+        for i in (0..2000).step_by(97).chain([1, 2, 3]) {
+            let get = format!("GET k{i}");
+            assert_eq!(
+                run(&mut from_view, &get),
+                run(&mut from_snapshot, &get),
+                "{get}"
+            );
+            assert_eq!(
+                run(&mut from_view, &get),
+                format!("${}\r\nv{i}\r\n", format!("v{i}").len())
+            );
+        }
+        assert_eq!(run(&mut from_view, "EXISTS brand-new"), ":0\r\n");
+        assert_eq!(run(&mut s, "GET k5"), "$7\r\nchanged\r\n");
     }
 
     #[test]

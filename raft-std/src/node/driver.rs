@@ -21,8 +21,8 @@ use super::{
     identity, AdminError, MemberInfo, MemberRole, Metrics, NodeConfig, NodeStatus, RequestError,
     StartError,
 };
-use crate::snapshot::SnapshotStore;
-use crate::state_machine::StateMachine;
+use crate::snapshot::{SnapshotStore, SnapshotWriter};
+use crate::state_machine::{SnapshotView, StateMachine};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::sync::{Inbox, Refused, Slot, Taken};
@@ -501,10 +501,31 @@ struct SnapshotJob {
     started: Instant,
     /// How long the state machine took to write it (the node thread's share).
     written: Duration,
-    rx: std::sync::mpsc::Receiver<
-        Result<crate::snapshot::Committed, crate::snapshot::SnapshotError>,
-    >,
+    rx: std::sync::mpsc::Receiver<Result<crate::snapshot::Committed, String>>,
     thread: JoinHandle<()>,
+}
+
+/// What is left of a snapshot once the node thread has done its part.
+enum SnapshotWork {
+    /// Written and sealed: only the sync and rename remain.
+    Sealed(crate::snapshot::Sealed),
+    /// A frozen view of the state, still to be written into the file.
+    View(crate::snapshot::SnapshotFile, Box<dyn SnapshotView>),
+}
+
+impl SnapshotWork {
+    /// Writes what is left to write, seals, syncs and renames the file.
+    fn finish(self) -> Result<crate::snapshot::Committed, String> {
+        let sealed = match self {
+            SnapshotWork::Sealed(s) => s,
+            SnapshotWork::View(mut file, mut view) => {
+                view.write_to(&mut file)
+                    .map_err(|e| format!("the state machine failed: {e}"))?;
+                file.seal().map_err(|e| e.to_string())?
+            }
+        };
+        sealed.commit().map_err(|e| e.to_string())
+    }
 }
 
 /// An admin request forwarded to the leader, awaiting its reply.
@@ -1282,20 +1303,28 @@ impl<M: StateMachine> Driver<M> {
         let encoded = members::encode_meta(&meta.membership, &book);
         let started = Instant::now();
         let Driver { core, sm, .. } = self;
-        let sealed = core
+        // A state machine that can freeze its state is written on the snapshot thread too.
+        let view = if force { None } else { sm.snapshot_view() };
+        let work = core
             .storage_mut()
             .snaps
             .create(meta.index, meta.term, &encoded)
+            .map(SnapshotWriter::detach)
             .map_err(|e| e.to_string())
-            .and_then(|mut w| {
-                sm.snapshot(&mut w)
-                    .map_err(|e| format!("the state machine failed: {e}"))?;
-                w.seal().map_err(|e| e.to_string())
+            .and_then(|mut file| match view {
+                Some(view) => Ok(SnapshotWork::View(file, view)),
+                None => {
+                    sm.snapshot(&mut file)
+                        .map_err(|e| format!("the state machine failed: {e}"))?;
+                    file.seal()
+                        .map(SnapshotWork::Sealed)
+                        .map_err(|e| e.to_string())
+                }
             });
         // Retried only after as many entries again, not on every turn of the loop.
         self.snapshot_started = applied;
-        let sealed = match sealed {
-            Ok(s) => s,
+        let work = match work {
+            Ok(w) => w,
             Err(e) => {
                 tracing::error!(id = self.id.0, index = meta.index.0, error = %e, "snapshot failed");
                 return None;
@@ -1303,7 +1332,7 @@ impl<M: StateMachine> Driver<M> {
         };
         let written = started.elapsed();
         if force {
-            let committed = sealed.commit();
+            let committed = work.finish();
             self.adopt_snapshot(meta.clone(), committed, started, written);
             return (self.last_snapshot == meta.index).then_some(meta.index);
         }
@@ -1312,7 +1341,7 @@ impl<M: StateMachine> Driver<M> {
         let spawned = std::thread::Builder::new()
             .name(format!("tickraft-snap-{}", self.id.0))
             .spawn(move || {
-                let _ = tx.send(sealed.commit());
+                let _ = tx.send(work.finish());
                 // Wake the node thread; if its inbox is full it is awake anyway.
                 let _ = shared.inbox.push_message(Incoming::Synced, 0);
             });
@@ -1365,20 +1394,25 @@ impl<M: StateMachine> Driver<M> {
     fn adopt_snapshot(
         &mut self,
         meta: SnapshotMeta,
-        committed: Result<crate::snapshot::Committed, crate::snapshot::SnapshotError>,
+        committed: Result<crate::snapshot::Committed, String>,
         started: Instant,
         written: Duration,
     ) {
         let disk = self.core.storage_mut();
-        let info = match committed.and_then(|c| disk.snaps.adopt(c)) {
-            Ok(info) => info,
-            Err(crate::snapshot::SnapshotError::Stale { latest, .. }) => {
+        let adopted = committed.map(|c| disk.snaps.adopt(c));
+        let info = match adopted {
+            Ok(Ok(info)) => info,
+            Ok(Err(crate::snapshot::SnapshotError::Stale { latest, .. })) => {
                 tracing::info!(
                     id = self.id.0,
                     index = meta.index.0,
                     latest = latest.0,
                     "a snapshot from the leader overtook this one; it is dropped"
                 );
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::error!(id = self.id.0, index = meta.index.0, error = %e, "snapshot failed");
                 return;
             }
             Err(e) => {

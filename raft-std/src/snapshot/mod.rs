@@ -103,7 +103,7 @@ use std::path::{Path, PathBuf};
 use raft_core::{Index, Term};
 
 pub use self::error::SnapshotError;
-pub use self::writer::{Committed, Sealed, SnapshotWriter};
+pub use self::writer::{Committed, Sealed, SnapshotFile, SnapshotWriter};
 use crate::wal::fsync_dir;
 
 /// The largest meta a snapshot may hold: 1 MiB.

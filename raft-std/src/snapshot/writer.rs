@@ -11,6 +11,8 @@ use super::{SnapshotError, SnapshotInfo, SnapshotStore};
 
 /// Buffer between the state machine's writes and the file.
 const BUF_LEN: usize = 256 << 10;
+/// A snapshot being written is synced every this many bytes.
+const SYNC_EVERY: u64 = 4 << 20;
 
 /// A snapshot being written: the state machine's data goes in through [`Write`] (buffered, with
 /// a running CRC), and [`SnapshotWriter::finish`] makes the file durable and the store's
@@ -18,23 +20,36 @@ const BUF_LEN: usize = 256 << 10;
 ///
 /// Dropping it without `finish` (or after `finish` failed) deletes its temporary file; the
 /// store's latest snapshot is unchanged. It borrows the store mutably, so while a snapshot is
-/// being written the store serves nothing else (no [`SnapshotStore::read_chunk`]).
+/// being written the store serves nothing else (no [`SnapshotStore::read_chunk`]); to write
+/// it on another thread while the store goes on, [`detach`](SnapshotWriter::detach) it.
 #[derive(Debug)]
 pub struct SnapshotWriter<'s> {
     store: &'s mut SnapshotStore,
-    /// `None` once `finish` took it.
+    file: SnapshotFile,
+}
+
+/// A snapshot file being written, on its own: what [`SnapshotWriter::detach`] hands out, to be
+/// written on any thread, then [`seal`](SnapshotFile::seal)ed, committed
+/// ([`Sealed::commit`]) and adopted ([`SnapshotStore::adopt`]). Dropping it unsealed deletes
+/// its temporary file.
+#[derive(Debug)]
+pub struct SnapshotFile {
+    /// `None` once sealed.
     out: Option<BufWriter<File>>,
     /// `<dir>/<final name>.tmp`.
     tmp: PathBuf,
+    dir: PathBuf,
     index: Index,
     term: Term,
     meta: Vec<u8>,
     /// CRC of every byte written so far, header included.
     crc: u32,
     data_len: u64,
-    /// A copy of the first write error: every later write fails, and so does `finish`.
+    /// A copy of the first write error: every later write fails, and so does sealing.
     failed: Option<io::Error>,
-    /// Set once the file is renamed into place; until then `drop` deletes the temporary file.
+    /// Bytes written since the file was last synced.
+    unsynced: u64,
+    /// Set once the temporary file is renamed or handed on; until then `drop` deletes it.
     installed: bool,
 }
 
@@ -49,41 +64,42 @@ impl<'s> SnapshotWriter<'s> {
         meta: &[u8],
     ) -> SnapshotWriter<'s> {
         let header = format::encode_header(index, term, meta);
-        let mut writer = SnapshotWriter {
-            store,
+        let mut f = SnapshotFile {
             out: Some(BufWriter::with_capacity(BUF_LEN, file)),
             tmp,
+            dir: store.dir.clone(),
             index,
             term,
             meta: meta.to_vec(),
             crc: crc32c::crc32c(&header),
             data_len: 0,
             failed: None,
+            unsynced: 0,
             installed: false,
         };
         // Into the buffer, which holds it whole: reported with the first data write or
         // `finish` if it fails.
-        if let Some(out) = writer.out.as_mut() {
+        if let Some(out) = f.out.as_mut() {
             if let Err(e) = out.write_all(&header) {
-                writer.failed = Some(copy(&e));
+                f.failed = Some(copy(&e));
             }
         }
-        writer
+        SnapshotWriter { store, file: f }
     }
 
     /// The snapshot's index.
     pub fn index(&self) -> Index {
-        self.index
+        self.file.index
     }
 
     /// The snapshot's term.
     pub fn term(&self) -> Term {
-        self.term
+        self.file.term
     }
 
     /// Data bytes written so far.
     pub fn data_len(&self) -> u64 {
-        self.data_len
+        self.file.data_len
     }
 
     /// Writes the trailer, fsyncs the file, renames it to its final name, fsyncs the
@@ -93,14 +109,35 @@ impl<'s> SnapshotWriter<'s> {
     /// Fails if any write failed before (the file is then deleted). Once this returns `Ok`
     /// the snapshot is durable.
     pub fn finish(mut self) -> Result<SnapshotInfo, SnapshotError> {
-        let (file, info) = self.write_trailer()?;
+        let (file, info) = self.file.write_trailer()?;
         file.sync_all().map_err(|source| SnapshotError::Io {
-            path: self.tmp.clone(),
+            path: self.file.tmp.clone(),
             op: "sync",
             source,
         })?;
-        let tmp = self.tmp.clone();
-        self.store.install(&tmp, file, info, &mut self.installed)
+        let tmp = self.file.tmp.clone();
+        self.store
+            .install(&tmp, file, info, &mut self.file.installed)
+    }
+
+    /// Writes the trailer and flushes the file, without syncing it or making it the store's
+    /// latest: the slow part, [`Sealed::commit`], can then run on another thread while the
+    /// store goes on serving, and [`SnapshotStore::adopt`] makes it the latest afterwards.
+    pub fn seal(self) -> Result<Sealed, SnapshotError> {
+        self.file.seal()
+    }
+
+    /// Lets go of the store: the file goes on being written (on any thread), and is sealed,
+    /// committed and adopted later.
+    pub fn detach(self) -> SnapshotFile {
+        self.file
+    }
+}
+
+impl SnapshotFile {
+    /// The snapshot's index.
+    pub fn index(&self) -> Index {
+        self.index
     }
 
     /// Writes the trailer and flushes the buffer: the file is whole (not yet synced).
@@ -129,26 +166,19 @@ impl<'s> SnapshotWriter<'s> {
             file_len: HEADER_LEN + meta.len() as u64 + self.data_len + TRAILER_LEN,
             data_len: self.data_len,
             meta,
-            path: self
-                .store
-                .dir
-                .join(format::file_name(self.index, self.term)),
+            path: self.dir.join(format::file_name(self.index, self.term)),
         };
         Ok((file, info))
     }
-}
 
-impl SnapshotWriter<'_> {
-    /// Writes the trailer and flushes the file, without syncing it or making it the store's
-    /// latest: the slow part, [`Sealed::commit`], can then run on another thread while the
-    /// store goes on serving, and [`SnapshotStore::adopt`] makes it the latest afterwards.
+    /// [`SnapshotWriter::seal`], for a detached file.
     pub fn seal(mut self) -> Result<Sealed, SnapshotError> {
         let (file, info) = self.write_trailer()?;
         // The sealed file owns the temporary file from here on.
         self.installed = true;
         Ok(Sealed {
             tmp: self.tmp.clone(),
-            dir: self.store.dir.clone(),
+            dir: self.dir.clone(),
             file: Some(file),
             info,
         })
@@ -226,7 +256,7 @@ impl Drop for Sealed {
     }
 }
 
-impl Write for SnapshotWriter<'_> {
+impl Write for SnapshotFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if let Some(e) = &self.failed {
             return Err(copy(e));
@@ -238,6 +268,17 @@ impl Write for SnapshotWriter<'_> {
             Ok(n) => {
                 self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
                 self.data_len += n as u64;
+                self.unsynced += n as u64;
+                if self.unsynced >= SYNC_EVERY {
+                    // Written back a few MiB at a time: a large snapshot never leaves so much
+                    // dirty data that the log's next fsync (which a journaling file system may
+                    // make wait for it) stalls the node.
+                    self.unsynced = 0;
+                    if let Err(e) = out.flush().and_then(|()| out.get_ref().sync_data()) {
+                        self.failed = Some(copy(&e));
+                        return Err(e);
+                    }
+                }
                 Ok(n)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
@@ -259,7 +300,7 @@ impl Write for SnapshotWriter<'_> {
     }
 }
 
-impl Drop for SnapshotWriter<'_> {
+impl Drop for SnapshotFile {
     fn drop(&mut self) {
         if self.installed {
             return;
@@ -279,6 +320,16 @@ impl Drop for SnapshotWriter<'_> {
                 "cannot remove an unfinished snapshot file (the next open removes it)"
             ),
         }
+    }
+}
+
+impl Write for SnapshotWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
     }
 }
 
