@@ -102,6 +102,7 @@ fn write_section(out: &mut String, shared: &Shared, section: &str) -> std::fmt::
             field(out, "snapshots_taken", m.snapshots_taken)?;
             field(out, "snapshots_installed", m.snapshots_installed)?;
             field(out, "snapshots_sent", m.snapshots_sent)?;
+            field(out, "lease_reads", m.lease_reads)?;
         }
         "keyspace" => {
             writeln_crlf(out, "# Keyspace")?;

@@ -201,7 +201,22 @@ fn client(
 
 #[test]
 fn histories_through_every_node_are_linearizable_across_a_leader_kill() {
-    let mut c = Cluster::start(BIN, 3);
+    check_across_a_leader_kill(Cluster::start(BIN, 3));
+}
+
+/// The same with `--read-lease`: the leader answers reads from its lease, with no round,
+/// while followers' reads still go through it.
+#[test]
+fn histories_with_lease_reads_are_linearizable_across_a_leader_kill() {
+    let c = check_across_a_leader_kill(Cluster::start_with(BIN, 3, &["--read-lease"]));
+    let lease_reads: u64 = (0..3)
+        .filter(|&i| c.procs[i].child.is_some())
+        .map(|i| c.info_u64(i, "stats", "lease_reads"))
+        .sum();
+    assert!(lease_reads > 0, "no read was served from a lease");
+}
+
+fn check_across_a_leader_kill(mut c: Cluster) -> Cluster {
     let leader = c.wait_leader();
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..6u64)
@@ -234,4 +249,5 @@ fn histories_through_every_node_are_linearizable_across_a_leader_kill() {
             "the history of lin{key} is not linearizable"
         );
     }
+    c
 }

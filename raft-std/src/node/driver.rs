@@ -1888,6 +1888,7 @@ impl<M: StateMachine> Driver<M> {
         m.elections = c.campaigns;
         m.became_leader = c.became_leader;
         m.snapshots_sent = c.snapshots_sent;
+        m.lease_reads = c.lease_reads;
         m.messages_dropped = self.metrics.messages_dropped
             + c.messages_dropped
             + t.dropped_queue_full

@@ -361,6 +361,9 @@ pub struct Metrics {
     pub snapshots_installed: u64,
     /// Snapshots this node sent to followers (to the end).
     pub snapshots_sent: u64,
+    /// Reads this leader answered from its lease, without a heartbeat round (with
+    /// [`NodeConfig::read_lease`]).
+    pub lease_reads: u64,
 }
 
 /// A running member. Dropping it shuts it down (as [`Node::shutdown`] does).
