@@ -162,8 +162,13 @@ fn a_node_joins_is_promoted_and_the_leader_is_removed() {
     c.handle(follower)
         .add_learner(NodeId(4), addr4)
         .expect("add learner");
-    // Asking again is harmless.
+    // Asking again is harmless; asking with another address is refused.
     c.handle(l).add_learner(NodeId(4), addr4).expect("again");
+    let elsewhere = free_addrs(1)[0];
+    assert!(matches!(
+        c.handle(follower).add_learner(NodeId(4), elsewhere),
+        Err(AdminError::Invalid(_))
+    ));
     eventually("the learner caught up", || {
         c.handle(3).status().applied_index.0 >= 20
     });

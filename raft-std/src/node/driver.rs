@@ -1043,9 +1043,23 @@ impl<M: StateMachine> Driver<M> {
         let (change, new_addr) = match op {
             AdminOp::AddLearner(id, addr) => {
                 if membership.contains(id) {
-                    // Asked again (a joining node retries): done already.
-                    self.answer_admin(waiter, Ok(committed));
-                    return Ok(());
+                    return match self.book.get(&id) {
+                        // Asked again (a joining node retries): done already.
+                        Some(known) if *known == addr => {
+                            self.answer_admin(waiter, Ok(committed));
+                            Ok(())
+                        }
+                        Some(known) => {
+                            let why = format!(
+                                "node {id} is already a member, at {known}; remove it first to move it"
+                            );
+                            Err((waiter, AdminError::Invalid(why)))
+                        }
+                        None => {
+                            self.answer_admin(waiter, Ok(committed));
+                            Ok(())
+                        }
+                    };
                 }
                 (ConfChange::AddLearner(id), Some((id, addr)))
             }
