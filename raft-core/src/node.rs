@@ -214,7 +214,8 @@ impl<
     }
 
     /// Starts an election now (with a pre-vote round first if configured), as if the election
-    /// timer had fired.
+    /// timer had fired. Like the timer, it does nothing while a snapshot just received waits
+    /// for the host to install it (until the next `advance`).
     pub fn campaign(&mut self) -> Result<(), CampaignError> {
         if self.raft.role == Role::Leader {
             return Err(CampaignError::AlreadyLeader);

@@ -620,3 +620,96 @@ fn s6_4_1_with_leases_a_restarted_voter_refuses_votes_for_an_election_timeout() 
     deliver(&mut n, &vote(3, 5)).expect("well-formed");
     assert!(granted(&mut n));
 }
+
+#[test]
+fn s5_3_an_append_arriving_before_the_install_is_done_waits_for_it() {
+    // The last chunk is in; before the host takes the `Ready` that installs it, an append
+    // delayed in the network arrives that would continue the snapshot. It is not taken then
+    // (the installing `Ready` carries no entries), and is taken once it comes again.
+    let mut node = new_node(2, &IDS3, SnapStore::default(), |_| {});
+    let mut members = [0u8; Membership::MAX_ENCODED_LEN];
+    let m = Membership::with_voters(&IDS3).expect("valid");
+    let k = m.encode(&mut members).expect("fits");
+    let members = &members[..k];
+    let data = b"abcdefgh";
+    deliver(&mut node, &chunk(members, 0, data, crc32c(data))).expect("stepped");
+    let entry = [Entry {
+        index: Index(0),
+        term: Term(1),
+        kind: EntryKind::Normal,
+        data: b"after",
+    }];
+    let append = msg(
+        1,
+        2,
+        1,
+        Body::Append {
+            prev_index: Index(9),
+            prev_term: Term(1),
+            commit: Index(9),
+            entries: raft_core::EntryList::from_slice(&entry),
+        },
+    );
+    deliver(&mut node, &append).expect("stepped");
+    let out = process(&mut node);
+    assert_eq!(out.chunk, Some((0, 8, true)), "{out:?}");
+    assert_eq!(node.status().last_index, Index(9));
+    deliver(&mut node, &append).expect("stepped");
+    process(&mut node);
+    assert_eq!(node.status().last_index, Index(10));
+    assert_eq!(
+        node.log_entry(Index(10)).map(|e| e.data),
+        Some(&b"after"[..])
+    );
+}
+
+#[test]
+fn s5_3_no_election_while_a_received_snapshot_waits_to_be_installed() {
+    // Elected in that window, the node would append its no-op into the `Ready` that installs
+    // the snapshot; the election waits for the install instead.
+    let mut node = new_node(2, &IDS3, SnapStore::default(), |_| {});
+    let mut members = [0u8; Membership::MAX_ENCODED_LEN];
+    let m = Membership::with_voters(&IDS3).expect("valid");
+    let k = m.encode(&mut members).expect("fits");
+    let data = b"abcdefgh";
+    deliver(&mut node, &chunk(&members[..k], 0, data, crc32c(data))).expect("stepped");
+    node.campaign().expect("a follower may campaign");
+    for _ in 0..40 {
+        node.tick();
+    }
+    assert_eq!(node.role(), Role::Follower);
+    let out = process(&mut node);
+    assert_eq!(out.chunk, Some((0, 8, true)));
+    // Installed, it campaigns as any follower does.
+    node.campaign().expect("a follower may campaign");
+    assert_ne!(node.role(), Role::Follower);
+}
+
+#[test]
+fn a_snapshot_at_the_last_possible_index_is_refused() {
+    // The log could not go on after it.
+    let mut node = new_node(2, &IDS3, SnapStore::default(), |_| {});
+    let mut members = [0u8; Membership::MAX_ENCODED_LEN];
+    let k = Membership::with_voters(&IDS3)
+        .expect("valid")
+        .encode(&mut members)
+        .expect("fits");
+    let data = b"x";
+    let m = msg(
+        1,
+        2,
+        1,
+        Body::Snapshot {
+            index: Index(u64::MAX),
+            term: Term(1),
+            len: 1,
+            offset: 0,
+            membership: &members[..k],
+            data,
+            crc: crc32c(data),
+        },
+    );
+    let before = node.status();
+    assert_eq!(deliver(&mut node, &m), Err(StepError::Malformed));
+    assert_eq!(node.status(), before);
+}

@@ -162,6 +162,12 @@ impl Sim {
         }
         if lacking.is_none() {
             for (i, &(term, _)) in self.committed.iter().enumerate().skip(compacted.0 as usize) {
+                // Only entries committed in an earlier term bind this leader: a leader elected
+                // late in an old term (its votes were delayed) may lack what a later one
+                // committed meanwhile.
+                if self.committed_in.get(i).is_some_and(|&t| t >= st.term) {
+                    continue;
+                }
                 let index = Index(i as u64 + 1);
                 let have = node.log_term(index);
                 if have != Some(term) {
@@ -485,7 +491,9 @@ impl Sim {
                 return;
             }
         } else if i == self.committed.len() {
+            let term = self.hosts[k].node.as_ref().map_or(e.term, |n| n.term());
             self.committed.push((e.term, hash));
+            self.committed_in.push(term);
             self.committed_entries.push(e.clone());
             if e.kind == EntryKind::Config {
                 match ConfigEntry::decode(&e.data) {

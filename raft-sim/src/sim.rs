@@ -197,6 +197,10 @@ pub struct Sim {
     pub(crate) log_registry: BTreeMap<(Index, Term), u64>,
     /// Per committed index: its term and the state machine's hash after applying it.
     pub(crate) committed: Vec<(Term, u64)>,
+    /// For each of those, the term of the node that applied it first: at least the term of
+    /// the leader that committed it (the node learnt the commit from that leader or a later
+    /// one). Leader completeness binds leaders of later terms only.
+    pub(crate) committed_in: Vec<Term>,
     /// The configuration of the latest committed config entry applied anywhere (the bootstrap
     /// voters before any).
     pub(crate) cluster_config: Membership,
@@ -241,6 +245,7 @@ impl Sim {
             leaders: BTreeMap::new(),
             log_registry: BTreeMap::new(),
             committed: Vec::new(),
+            committed_in: Vec::new(),
             committed_entries: Vec::new(),
             proposals: BTreeMap::new(),
             acked: Vec::new(),

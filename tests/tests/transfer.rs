@@ -43,8 +43,13 @@ fn transfer_to_an_up_to_date_voter_completes_within_an_election_timeout() {
             tail(&sim, 30)
         );
         let took = sim.now() - t0;
+        // The old leader hears of the new term with the target's vote request or its first
+        // heartbeat, whichever arrives first.
+        let stepped_down = sim.run_until(e, |s| {
+            s.status(leader).is_some_and(|st| st.role == Role::Follower)
+        })?;
         let old = sim.status(leader).ok_or("old leader down")?;
-        ensure!(old.role == Role::Follower, "n{leader} is {:?}", old.role);
+        ensure!(stepped_down, "n{leader} is {:?}", old.role);
         let c = sim.node(leader).map(|n| n.counters()).ok_or("down")?;
         ensure!(
             c.transfers_started == 1 && c.transfers_aborted == 0,

@@ -19,7 +19,13 @@ impl<
 {
     /// The election timer fired, or the host asked for an election.
     pub(crate) fn hup(&mut self) {
-        if self.role == Role::Leader || !self.is_voter() || self.term_exhausted() {
+        // Not while a snapshot just received waits for the host to install it: the `Ready`
+        // that installs it carries no entries (a new leader's no-op would be one).
+        if self.role == Role::Leader
+            || !self.is_voter()
+            || self.term_exhausted()
+            || self.install_queued
+        {
             return;
         }
         // A node whose log still has committed entries to apply could lead with a state

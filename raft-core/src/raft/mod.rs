@@ -405,12 +405,18 @@ impl<
             }
         }
         if let Body::Snapshot {
+            index,
             term,
             offset,
             membership,
             ..
         } = m.body
         {
+            // The log must be able to go on after the snapshot.
+            if index.0 == u64::MAX {
+                self.counters.malformed += 1;
+                return Err(StepError::Malformed);
+            }
             // Like an append's structure, checked before the sender's term is adopted, so that
             // a refused chunk changes nothing: a snapshot of a term the sender has not reached,
             // or (on a first chunk) a configuration this node cannot hold.

@@ -32,6 +32,14 @@ impl<
         commit: Index,
         entries: EntryList<'_>,
     ) -> Result<(), StepError> {
+        if self.install_queued {
+            // The host has yet to install the snapshot just received: entries after it wait,
+            // so that the `Ready` that installs it carries none. (Only an append delayed in
+            // the network arrives here; the leader sends none until the install is
+            // acknowledged, and sends these again.)
+            self.counters.stale += 1;
+            return Ok(());
+        }
         if prev_index < self.log.commit {
             // Everything up to our commit index matches any leader's log: say so, and the
             // leader resumes from there.

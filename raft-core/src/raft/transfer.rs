@@ -56,7 +56,7 @@ impl<
 
     /// The leader handed over to this node.
     pub(crate) fn handle_timeout_now(&mut self) {
-        if self.is_voter() && !self.term_exhausted() {
+        if self.is_voter() && !self.term_exhausted() && !self.install_queued {
             self.counters.campaigns += 1;
             self.become_candidate(true);
         }
