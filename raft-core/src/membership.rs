@@ -59,6 +59,15 @@ pub enum ConfChange {
     Remove(NodeId),
 }
 
+impl ConfChange {
+    /// The member it changes.
+    pub const fn id(&self) -> NodeId {
+        match *self {
+            ConfChange::AddLearner(id) | ConfChange::AddVoter(id) | ConfChange::Remove(id) => id,
+        }
+    }
+}
+
 /// Why a configuration change cannot be made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -166,15 +175,8 @@ impl Membership {
         let mut next = self.clone();
         let mut voters_change = false;
         for (k, c) in changes.iter().enumerate() {
-            let id = match *c {
-                ConfChange::AddLearner(id) | ConfChange::AddVoter(id) | ConfChange::Remove(id) => {
-                    id
-                }
-            };
-            let named = |d: &ConfChange| match *d {
-                ConfChange::AddLearner(x) | ConfChange::AddVoter(x) | ConfChange::Remove(x) => x,
-            };
-            if id.is_none() || changes[..k].iter().any(|d| named(d) == id) {
+            let id = c.id();
+            if id.is_none() || changes[..k].iter().any(|d| d.id() == id) {
                 return Err(MembershipError::InvalidId(id));
             }
             match *c {

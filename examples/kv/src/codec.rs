@@ -215,6 +215,18 @@ impl Transaction {
         self.writes
     }
 
+    /// Its one command as a command of its own (what [`Op::encode`] gives), if it holds
+    /// exactly one: a lone pipelined write goes to the log as a plain command.
+    pub fn encode_lone(&self) -> Option<Vec<u8>> {
+        (self.count == 1).then(|| {
+            let mut out = Vec::with_capacity(self.ops.len() + 2);
+            out.push(FORMAT_VERSION);
+            out.push(BODY_SINGLE);
+            out.extend_from_slice(&self.ops);
+            out
+        })
+    }
+
     /// The whole command.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.ops.len() + Self::HEADER_BYTES);
@@ -419,6 +431,18 @@ mod tests {
 
     fn b(s: &str) -> Vec<u8> {
         s.as_bytes().to_vec()
+    }
+
+    #[test]
+    fn a_transaction_of_one_encodes_alone_as_its_command() {
+        for o in sample_ops() {
+            let mut t = Transaction::new();
+            assert_eq!(t.encode_lone(), None);
+            t.push(&o).expect("fits");
+            assert_eq!(t.encode_lone(), Some(o.encode()), "{o:?}");
+            t.push(&o).expect("fits");
+            assert_eq!(t.encode_lone(), None);
+        }
     }
 
     fn sample_ops() -> Vec<Op<Vec<u8>>> {

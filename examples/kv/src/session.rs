@@ -39,8 +39,6 @@ pub(crate) struct Session {
     multi: Option<Multi>,
     /// Writes pipelined back to back, not yet sent: they go to the log as one entry.
     pipeline: Transaction,
-    /// The first of them on its own, so that a lone write keeps its plain encoding.
-    pipeline_first: Option<Vec<u8>>,
 }
 
 /// What [`Session::offer`] did with a request.
@@ -59,7 +57,6 @@ impl Session {
             name: Vec::new(),
             multi: None,
             pipeline: Transaction::new(),
-            pipeline_first: None,
         }
     }
 
@@ -74,9 +71,6 @@ impl Session {
         if self.multi.is_none() {
             if let Ok(Command::Op(op)) = &command {
                 if op.is_write() && self.pipeline.push(op).is_ok() {
-                    if self.pipeline.len() == 1 {
-                        self.pipeline_first = Some(op.encode());
-                    }
                     return Offered::Queued;
                 }
             }
@@ -91,11 +85,8 @@ impl Session {
             return Flow::Continue;
         }
         let batch = std::mem::take(&mut self.pipeline);
-        let first = self.pipeline_first.take();
-        if n == 1 {
-            if let Some(single) = first {
-                return self.forward(out, single, true).await;
-            }
+        if let Some(lone) = batch.encode_lone() {
+            return self.forward(out, lone, true).await;
         }
         match self.shared.backend.propose(&batch.encode()).await {
             Ok(reply) => {

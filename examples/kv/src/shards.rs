@@ -8,33 +8,10 @@
 //! written, spread over those writes, instead of the whole write of the state at once.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 /// How many shards.
 pub const SHARDS: usize = 256;
-
-/// FNV-1a: picks a key's shard, the same on every member and every run.
-#[derive(Default)]
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xCBF2_9CE4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01B3);
-        }
-        self.0 = h;
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
 
 type Shard = HashMap<Vec<u8>, Vec<u8>>;
 
@@ -54,10 +31,14 @@ impl Default for ShardedMap {
     }
 }
 
+/// The shard of `key`, by FNV-1a: the same on every member and every run.
 fn shard_of(key: &[u8]) -> usize {
-    let mut h = BuildHasherDefault::<Fnv>::default().build_hasher();
-    h.write(key);
-    (h.finish() % SHARDS as u64) as usize
+    let mut h: u64 = 0xCBF2_9CE4_8422_2325;
+    for &b in key {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    (h % SHARDS as u64) as usize
 }
 
 impl ShardedMap {
@@ -81,23 +62,19 @@ impl ShardedMap {
         self.shards[shard_of(key)].contains_key(key)
     }
 
-    /// The shard of `key`, for writing: copied first if a frozen view still shares it.
-    fn shard_mut(&mut self, key: &[u8]) -> &mut Shard {
-        Arc::make_mut(&mut self.shards[shard_of(key)])
-    }
-
     /// The value at `key`, for changing in place.
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Vec<u8>> {
-        // Only a key that is there makes the shard its own.
-        if !self.contains_key(key) {
+        let shard = &mut self.shards[shard_of(key)];
+        // A shard a frozen view shares is copied only if the key is there to change.
+        if Arc::get_mut(shard).is_none() && !shard.contains_key(key) {
             return None;
         }
-        self.shard_mut(key).get_mut(key)
+        Arc::make_mut(shard).get_mut(key)
     }
 
     /// Stores `value` at `key`; the old value, if any.
     pub fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) -> Option<Vec<u8>> {
-        let old = self.shard_mut(&key).insert(key, value);
+        let old = Arc::make_mut(&mut self.shards[shard_of(&key)]).insert(key, value);
         if old.is_none() {
             self.len += 1;
         }
@@ -106,10 +83,11 @@ impl ShardedMap {
 
     /// Removes `key`; its value, if it was there.
     pub fn remove(&mut self, key: &[u8]) -> Option<Vec<u8>> {
-        if !self.contains_key(key) {
+        let shard = &mut self.shards[shard_of(key)];
+        if Arc::get_mut(shard).is_none() && !shard.contains_key(key) {
             return None;
         }
-        let old = self.shard_mut(key).remove(key);
+        let old = Arc::make_mut(shard).remove(key);
         if old.is_some() {
             self.len -= 1;
         }
@@ -179,6 +157,12 @@ mod tests {
         assert_ne!(Arc::as_ptr(&m.shards[shard_of(b"x")]), own);
         assert_eq!(frozen.get(b"x"), Some(&vec![1]));
         assert_eq!(m.get(b"x"), Some(&vec![2]));
+        // A key that is not there copies no shared shard.
+        let shared = Arc::as_ptr(&m.shards[shard_of(b"absent")]);
+        assert_eq!(m.get_mut(b"absent"), None);
+        assert_eq!(m.remove(b"absent"), None);
+        assert_eq!(Arc::as_ptr(&m.shards[shard_of(b"absent")]), shared);
+        drop(frozen);
     }
 
     #[test]

@@ -562,7 +562,7 @@ impl<
                     crc,
                     data,
                 };
-                self.handle_snapshot(m.from, chunk)?;
+                self.handle_snapshot(m.from, chunk);
             }
             Body::SnapshotResponse { index, next } => {
                 if self.role == Role::Leader {

@@ -346,7 +346,12 @@ pub(crate) fn start<M: StateMachine>(
                 commit_index: recovery.hard_state.commit,
                 applied_index: applied,
                 last_index,
-                members: members.clone(),
+                // Until the thread publishes the configuration it recovered.
+                members: if config.join {
+                    Vec::new()
+                } else {
+                    members.clone()
+                },
                 membership: Vec::new(),
                 snapshot_index: applied,
                 first_index: applied.next(),
@@ -931,6 +936,9 @@ impl<M: StateMachine> Driver<M> {
             Frame::Admin { id, op } => {
                 if self.pending() >= self.max_pending {
                     self.reply(from, id, Outcome::Busy, b"");
+                } else if self.core.role() != Role::Leader {
+                    // The follower sends it again, to whoever leads.
+                    self.reply(from, id, Outcome::Retry, b"");
                 } else {
                     let waiter = AdminWaiter::Remote { peer: from, id };
                     let deadline = Instant::now() + self.request_timeout;
@@ -1024,8 +1032,8 @@ impl<M: StateMachine> Driver<M> {
         }
     }
 
-    /// Carries out a membership change or transfer on the leader. On failure the waiter comes
-    /// back with the error, for the caller to answer.
+    /// Carries out a membership change or transfer on the leader (callers check that this node
+    /// leads). On failure the waiter comes back with the error, for the caller to answer.
     fn execute_admin(
         &mut self,
         op: AdminOp,
@@ -1154,9 +1162,6 @@ impl<M: StateMachine> Driver<M> {
                 let (outcome, body) = match answer {
                     Ok(index) => (Outcome::Applied, index.0.to_le_bytes().to_vec()),
                     Err(AdminError::Invalid(why)) => (Outcome::Invalid, why.into_bytes()),
-                    Err(AdminError::Retry(why)) if why.contains("not the leader") => {
-                        (Outcome::Retry, Vec::new())
-                    }
                     Err(AdminError::Retry(why)) => (Outcome::TryLater, why.into_bytes()),
                     Err(AdminError::Busy) => (Outcome::Busy, Vec::new()),
                     Err(e) => (Outcome::TryLater, e.to_string().into_bytes()),
@@ -1925,7 +1930,7 @@ impl<M: StateMachine> Driver<M> {
         status.first_index = s.first_index;
         status.snapshot_index = self.last_snapshot;
         let membership = self.core.membership();
-        if *membership != self.published_membership || status.membership.is_empty() {
+        if *membership != self.published_membership {
             status.members = membership
                 .members()
                 .iter()
